@@ -3,10 +3,11 @@
     y = { [ (x * k_sigma) downsampled by r + n_delta ] JPEG_q } upsampled back
 
 Ranges are written at the 512-pixel reference scale of the literature (GFPGAN for
-``moderate``, CodeFormer stage II / DifFace for ``severe``). Only the blur acts in pixels
-of the full-resolution face, so only the blur sigma and kernel size are scaled by
-``face_size / 512``; the downsampling factor is a ratio and the noise and JPEG act on the
-low-resolution image, so they already mean the same loss of information at every size.
+``moderate``, CodeFormer stage II / DifFace for ``severe``). The blur sigma, kernel size
+and downsampling factor are multiplied by ``face_size / 512``: then the low-resolution
+image has the same number of pixels (``512 / r``) at every face size, and noise and JPEG
+act on the same grid, so degrading a 128-pixel face loses what degrading the same face at
+512 and shrinking it to 128 loses (``tests/test_degradation.py`` checks this).
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ class Degradation:
         kernel = gaussian_kernel(self.kernel_size, max(sigma, 1e-3), max(sigma_y, 1e-3), angle)
         out = cv2.filter2D(out, -1, kernel, borderType=cv2.BORDER_REFLECT101)
 
-        factor = rng.uniform(*p.downscale)
+        factor = rng.uniform(*p.downscale) * self.scale
         small = (max(1, round(width / factor)), max(1, round(height / factor)))
         interpolation = [cv2.INTER_AREA, cv2.INTER_LINEAR, cv2.INTER_CUBIC][rng.integers(3)]
         out = cv2.resize(out, small, interpolation=interpolation)

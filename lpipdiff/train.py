@@ -124,6 +124,11 @@ def training_loss(model, noise_scheduler, batch, generator=None):
     return F.mse_loss(prediction.float(), target.float())
 
 
+def plain_arguments(args) -> dict:
+    """The training arguments without what the CLI adds (sub-command, handler)."""
+    return {k: v for k, v in vars(args).items() if k not in ("command", "handler")}
+
+
 def infinite(loader):
     while True:
         yield from loader
@@ -198,18 +203,18 @@ class Validator:
         return result
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
+def main(argv=None, namespace=None):
+    args = namespace if namespace is not None else build_parser().parse_args(argv)
     output = Path(args.output)
     accelerator = Accelerator(mixed_precision=args.mixed_precision, project_dir=str(output))
     set_seed(args.seed, device_specific=True)
     checkpoints = output / "checkpoints"
     if accelerator.is_main_process:
         checkpoints.mkdir(parents=True, exist_ok=True)
-        (output / "training_args.json").write_text(json.dumps(vars(args), indent=2))
+        (output / "training_args.json").write_text(json.dumps(plain_arguments(args), indent=2))
 
     if args.init_from:
-        model = PatchFusionUNet.from_pretrained(args.init_from, subfolder="unet", torch_dtype=torch.float32)
+        model = PatchFusionUNet.from_pretrained(args.init_from, subfolder="unet", dtype=torch.float32)
     else:
         model = build_unet(args)
     noise_scheduler = DDPMScheduler.from_config(default_scheduler(args.prediction_type).config)
@@ -307,7 +312,7 @@ def export_pipeline(model, ema, args, folder: Path, step: int, seconds: float) -
         final = final.to(torch.float16)
     pipeline = LPIPDiffPipeline(unet=final, scheduler=default_scheduler(args.prediction_type))
     pipeline.save_pretrained(folder)
-    record = {"args": vars(args), "steps": step, "wall_seconds": round(seconds, 1)}
+    record = {"args": plain_arguments(args), "steps": step, "wall_seconds": round(seconds, 1)}
     (folder / "training_config.json").write_text(json.dumps(record, indent=2))
 
 

@@ -1,0 +1,181 @@
+"""The ``lpipdiff`` command line: restore, degrade, train, evaluate, export and push."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .image_io import IMAGE_EXTENSIONS, InvalidImageError, list_images
+
+
+def collect_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
+    """Image files named directly or found inside named folders, plus messages for bad names."""
+    files, problems = [], []
+    for name in inputs:
+        path = Path(name)
+        if path.is_dir():
+            found = list_images(path)
+            if not found:
+                problems.append(f"{path}: folder has no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            problems.append(f"{path}: no such file or folder")
+    return files, problems
+
+
+def output_path(source: Path, output_dir: Path, taken: set[Path]) -> Path:
+    """``OUTDIR/NAME_restored.png``, never an input file nor an output already planned."""
+    candidate = output_dir / f"{source.stem}_restored.png"
+    number = 1
+    while candidate.resolve() in taken:
+        candidate = output_dir / f"{source.stem}_restored_{number}.png"
+        number += 1
+    taken.add(candidate.resolve())
+    return candidate
+
+
+def cmd_restore(args) -> int:
+    import torch
+    from tqdm.auto import tqdm
+
+    from .image_io import load_image_file, save_image
+    from .loading import ModelLoadError, load_pipeline
+
+    files, problems = collect_inputs(args.inputs)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if not files:
+        print("error: nothing to restore", file=sys.stderr)
+        return 1
+    try:
+        pipeline = load_pipeline(args.model, scheduler=args.scheduler, device=args.device)
+    except ModelLoadError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    pipeline.set_progress_bar_config(disable=True)
+    restorer = None
+    if args.whole_photo:
+        from .faces import FaceRestorer
+
+        restorer = FaceRestorer(pipeline, upscale=args.upscale, only_largest=args.only_largest)
+
+    output_dir = Path(args.output)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    taken = {f.resolve() for f in files}
+    failed = 0
+    sampling = dict(
+        num_inference_steps=args.steps, strength=args.strength, patch_stride=args.stride, fusion=args.fusion
+    )
+    for path in tqdm(files, desc="restore", unit="image"):
+        try:
+            image = load_image_file(path)
+            generator = torch.Generator().manual_seed(args.seed)
+            if restorer is not None:
+                result = restorer.restore(image, generator=generator, **sampling)
+                restored = result.image
+            else:
+                restored = pipeline(image, generator=generator, output_type="np", **sampling).images[0]
+            save_image(restored, output_path(path, output_dir, taken))
+        except (InvalidImageError, ValueError) as error:
+            failed += 1
+            tqdm.write(f"error: {path}: {error}", file=sys.stderr)
+    print(f"restored {len(files) - failed} of {len(files)} images into {output_dir}")
+    return 1 if failed or problems else 0
+
+
+def cmd_degrade(args) -> int:
+    import numpy as np
+
+    from .degradation import Degradation, image_seed, make_test_set
+    from .image_io import load_image_file, save_image
+
+    if args.test_set:
+        if len(args.inputs) != 1 or not Path(args.inputs[0]).is_dir():
+            print("error: --test-set takes exactly one folder of clean faces", file=sys.stderr)
+            return 1
+        names = make_test_set(args.inputs[0], args.output, args.preset, args.face_size, args.seed, args.limit)
+        print(f"wrote {len(names)} clean/degraded pairs into {args.output}")
+        return 0
+    files, problems = collect_inputs(args.inputs)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    failed = 0
+    output_dir = Path(args.output)
+    taken = {f.resolve() for f in files}
+    for path in files:
+        try:
+            image = load_image_file(path)
+            degradation = Degradation(args.preset, face_size=max(image.shape[:2]))
+            degraded = degradation(image, image_seed(args.seed, path.name))
+            target = output_dir / f"{path.stem}_{args.preset}.png"
+            if target.resolve() in taken:
+                target = output_dir / f"{path.stem}_{args.preset}_degraded.png"
+            save_image(np.asarray(degraded), target)
+        except InvalidImageError as error:
+            failed += 1
+            print(f"error: {error}", file=sys.stderr)
+    print(f"degraded {len(files) - failed} of {len(files)} images into {output_dir}")
+    return 1 if failed or problems else 0
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    from .schedulers import SCHEDULERS
+
+    parser.add_argument("--model", default=None, help="pipeline folder or Hub repo id (default: bundled model)")
+    parser.add_argument("--steps", type=int, default=20, help="denoising steps")
+    parser.add_argument("--strength", type=float, default=1.0, help="1.0: from noise; lower: closer to the input")
+    parser.add_argument("--stride", type=int, default=None, help="patch stride (default: half the patch)")
+    parser.add_argument("--fusion", default="uniform", choices=["uniform", "window"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scheduler", default="ddim", choices=sorted(SCHEDULERS))
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lpipdiff", description="LPIP-Diff blind face restoration")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    restore = commands.add_parser("restore", help="restore aligned faces or whole photos")
+    restore.add_argument("inputs", nargs="+", help="image files and/or folders")
+    restore.add_argument("-o", "--output", required=True, help="output folder (inputs are never overwritten)")
+    add_sampling_arguments(restore)
+    restore.add_argument("--whole-photo", action="store_true", help="detect, align and paste back every face")
+    restore.add_argument("--upscale", type=float, default=1.0, help="whole-photo: upscale factor of the photo")
+    restore.add_argument("--only-largest", action="store_true", help="whole-photo: restore only the largest face")
+    restore.set_defaults(handler=cmd_restore)
+
+    degrade = commands.add_parser("degrade", help="make degraded copies, or a seeded clean/degraded test set")
+    degrade.add_argument("inputs", nargs="+", help="image files and/or folders")
+    degrade.add_argument("-o", "--output", required=True)
+    degrade.add_argument("--preset", default="moderate", choices=["moderate", "severe"])
+    degrade.add_argument("--seed", type=int, default=0)
+    degrade.add_argument("--test-set", action="store_true", help="write OUTPUT/clean and OUTPUT/degraded pairs")
+    degrade.add_argument("--face-size", type=int, default=128, help="test sets: side of the written faces")
+    degrade.add_argument("--limit", type=int, default=None, help="test sets: at most this many faces")
+    degrade.set_defaults(handler=cmd_degrade)
+
+    from .train import build_parser as build_train_parser
+    from .train import main as train_main
+
+    train = commands.add_parser("train", help="train a model (see lpipdiff/train.py)")
+    build_train_parser(train)
+    train.set_defaults(handler=lambda args: train_main(namespace=args) or 0)
+
+    from . import evaluate
+
+    evaluation = commands.add_parser("evaluate", help="evaluate a model against the degraded input")
+    evaluate.build_parser(evaluation)
+    evaluation.set_defaults(handler=evaluate.run)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lpipdiff import LPIPDiffPipeline, PatchFusionUNet
+from lpipdiff.image_io import list_images, load_image_file, resize_array
+from lpipdiff.schedulers import default_scheduler
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+UTKFACE_VAL = SHARED / "data" / "utkface" / "val"
+UTKFACE_TRAIN = SHARED / "data" / "utkface" / "train"
+
+
+def tiny_unet(face_size=32, patch_size=16, **overrides) -> PatchFusionUNet:
+    torch.manual_seed(0)
+    config = dict(
+        face_size=face_size,
+        patch_size=patch_size,
+        block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=4,
+        attention_head_dim=8,
+    )
+    config.update(overrides)
+    return PatchFusionUNet(**config).eval()
+
+
+def tiny_pipeline(**overrides) -> LPIPDiffPipeline:
+    pipeline = LPIPDiffPipeline(unet=tiny_unet(**overrides), scheduler=default_scheduler())
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+@pytest.fixture
+def pipeline():
+    return tiny_pipeline()
+
+
+@pytest.fixture(scope="session")
+def val_faces():
+    """Eight real val faces, 64x64 float RGB."""
+    return [resize_array(load_image_file(p), 64) for p in list_images(UTKFACE_VAL)[:8]]
+
+
+@pytest.fixture
+def saved_pipeline(tmp_path, pipeline):
+    folder = tmp_path / "model"
+    pipeline.save_pretrained(folder)
+    return folder
+
+
+def generator(seed=0):
+    return torch.Generator().manual_seed(seed)
