@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Equal-budget comparison of training recipes (prediction target x what is diffused).
+# Equal-budget comparison of training recipes: epsilon vs v-prediction (both residual)
+# and plain vs residual diffusion (both v-prediction).
 # Each run trains for STEPS steps (equal compute; wall time is noisy on a shared
 # machine), then samples the same 16 val faces
 # (alternating moderate/severe, seeded) through the real pipeline and logs PSNR and
 # dlib identity distance to runs/recipes/NAME/validation.jsonl.
 set -euo pipefail
-STEPS=${STEPS:-300}
+STEPS=${STEPS:-250}
 DATA=${DATA:-../shared/data/utkface/train}
 OUT=${OUT:-runs/recipes}
-for recipe in "epsilon --no-residual" "epsilon --residual" "v_prediction --no-residual" "v_prediction --residual"; do
+for recipe in "epsilon --residual" "v_prediction --no-residual" "v_prediction --residual"; do
   set -- $recipe
   name="$1-${2#--}"
   python -m lpipdiff.train --data "$DATA" --output "$OUT/$name" --prediction-type "$1" "$2" \

@@ -94,6 +94,7 @@ def build_unet(args) -> PatchFusionUNet:
         down_block_types=down,
         up_block_types=up,
         norm_num_groups=min(8, channels[0]),
+        attention_head_dim=min(32, min(channels)),
     )
 
 
