@@ -6,7 +6,7 @@
 # (alternating moderate/severe, seeded) through the real pipeline and logs PSNR and
 # dlib identity distance to runs/recipes/NAME/validation.jsonl.
 set -euo pipefail
-STEPS=${STEPS:-250}
+STEPS=${STEPS:-600}
 DATA=${DATA:-../shared/data/utkface/train}
 OUT=${OUT:-runs/recipes}
 for recipe in "epsilon --residual" "v_prediction --no-residual" "v_prediction --residual"; do

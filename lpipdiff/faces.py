@@ -1,0 +1,162 @@
+"""Whole photos: detect faces, align them, restore them as one batch and paste them back.
+
+Detection (RetinaFace), 5-landmark alignment and the inverse-affine paste-back with a soft
+square mask are facexlib's ``FaceRestoreHelper``; no face-parsing model is used.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from unittest import mock
+
+import cv2
+import numpy as np
+
+DETECTORS = {"mobilenet": "retinaface_mobile0.25", "resnet50": "retinaface_resnet50"}
+WEIGHTS_ENV = "LPIPDIFF_FACEXLIB_WEIGHTS"
+# The weights that ship beside a development checkout; elsewhere facexlib downloads them.
+_SHARED_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "weights" / "facexlib"
+
+# Where the 5 landmarks (eyes, nose tip, mouth corners) sit, as fractions of the face side.
+TEMPLATES = {
+    # facexlib's FFHQ template (512-pixel coordinates / 512).
+    "ffhq": np.array([[192.98138, 239.94708], [318.90277, 240.1936], [256.63416, 314.01935],
+                      [201.26117, 371.41043], [313.08905, 371.15118]]) / 512.0,
+    # The tighter framing of the UTKFace crops the bundled model was trained on: median
+    # RetinaFace landmarks of 120 val faces (see docs/RESULTS.md for the command).
+    "utkface": np.array([[0.2922, 0.3010], [0.6828, 0.2957], [0.4775, 0.5303], [0.3273, 0.6896], [0.6669, 0.6756]]),
+}
+
+
+class NoFaceError(ValueError):
+    """No face was found in the photo."""
+
+
+def facexlib_weights_dir(weights_dir: str | os.PathLike | None = None) -> str | None:
+    """Argument, else ``$LPIPDIFF_FACEXLIB_WEIGHTS``, else ``../shared/weights/facexlib`` when present.
+
+    ``None`` lets facexlib download its weights into its own folder on a connected machine.
+    """
+    chosen = weights_dir or os.environ.get(WEIGHTS_ENV)
+    if chosen:
+        return str(chosen)
+    return str(_SHARED_WEIGHTS) if _SHARED_WEIGHTS.is_dir() else None
+
+
+@dataclass
+class PhotoRestoration:
+    """The restored photo (float RGB in [0, 1], upscaled) and every face before and after."""
+
+    image: np.ndarray
+    faces: list[np.ndarray] = field(default_factory=list)
+    restored_faces: list[np.ndarray] = field(default_factory=list)
+    uncertainty: list[np.ndarray] = field(default_factory=list)
+    boxes: list[tuple[float, float, float, float]] = field(default_factory=list)
+
+
+def _to_bgr_uint8(image: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray((np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)[..., ::-1])
+
+
+def _to_rgb_float(image: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(image[..., ::-1]).astype(np.float32) / 255.0
+
+
+class FaceRestorer:
+    """Restores every face of a photo with an LPIP-Diff pipeline.
+
+    Args:
+        pipeline: an :class:`~lpipdiff.LPIPDiffPipeline`.
+        detector: ``"mobilenet"`` (RetinaFace MobileNet-0.25, fast) or ``"resnet50"``.
+        weights_dir: where facexlib finds (or downloads) the detector weights; see
+            :func:`facexlib_weights_dir`.
+        upscale: the output photo is this many times larger than the input.
+        only_largest: restore only the largest face.
+        min_face_size: ignore faces whose detection box is smaller than this (pixels).
+        template: ``"utkface"`` (the framing of the bundled model), ``"ffhq"``, or a 5x2 array
+            of landmark positions as fractions of the face side.
+    """
+
+    def __init__(
+        self,
+        pipeline,
+        detector: str = "mobilenet",
+        weights_dir: str | os.PathLike | None = None,
+        upscale: float = 1.0,
+        only_largest: bool = False,
+        min_face_size: int = 0,
+        template: str | np.ndarray = "utkface",
+    ):
+        from facexlib.utils import face_restoration_helper
+
+        if detector not in DETECTORS:
+            raise ValueError(f"detector must be one of {sorted(DETECTORS)}, got {detector!r}")
+        if not 1 <= upscale <= 8:
+            raise ValueError(f"upscale must be between 1 and 8, got {upscale}")
+        self.pipeline = pipeline
+        self.only_largest, self.min_face_size = only_largest, min_face_size
+        face_size = pipeline.unet.config.face_size
+        # FaceRestoreHelper always builds ParseNet (an 85 MB download) even with use_parse=False.
+        with mock.patch.object(face_restoration_helper, "init_parsing_model", lambda **kwargs: None):
+            self.helper = face_restoration_helper.FaceRestoreHelper(
+                upscale,
+                face_size=face_size,
+                det_model=DETECTORS[detector],
+                use_parse=False,
+                device=pipeline.device,
+                model_rootpath=facexlib_weights_dir(weights_dir),
+            )
+        points = TEMPLATES[template] if isinstance(template, str) else np.asarray(template, dtype=np.float64)
+        self.helper.face_template = points * face_size
+        self._lock = threading.Lock()  # the helper keeps per-photo state
+
+    def restore(self, image: np.ndarray, generator=None, pipeline=None, **sampling) -> PhotoRestoration:
+        """Restore all faces of an ``HxWx3`` float RGB photo.
+
+        ``pipeline`` overrides the restorer's own (same model, another scheduler, say);
+        ``sampling`` goes to the pipeline call.
+        """
+        pipeline = pipeline or self.pipeline
+        with self._lock:
+            helper = self.helper
+            helper.clean_all()
+            helper.read_image(_to_bgr_uint8(image))
+            helper.get_face_landmarks_5()
+            sides = [min(box[2] - box[0], box[3] - box[1]) for box in helper.det_faces]
+            keep = [i for i, side in enumerate(sides) if side >= self.min_face_size]
+            if self.only_largest and keep:
+                keep = [max(keep, key=lambda i: sides[i])]
+            helper.det_faces = [helper.det_faces[i] for i in keep]
+            helper.all_landmarks_5 = [helper.all_landmarks_5[i] for i in keep]
+            if not keep:
+                raise NoFaceError(
+                    "no face found" + (f" of at least {self.min_face_size} pixels" if self.min_face_size else "")
+                    + "; for an already aligned face, turn whole-photo mode off"
+                )
+            helper.align_warp_face()
+            faces = [_to_rgb_float(face) for face in helper.cropped_faces]
+            if generator is not None and not isinstance(generator, list):
+                generator = _split_generator(generator, len(faces))
+            result = pipeline(faces, generator=generator, output_type="np", **sampling)
+            helper.get_inverse_affine()
+            for face in result.images:
+                helper.add_restored_face(_to_bgr_uint8(face))
+            photo = _to_rgb_float(helper.paste_faces_to_input_image())
+            return PhotoRestoration(
+                image=photo,
+                faces=faces,
+                restored_faces=list(result.images),
+                uncertainty=list(result.uncertainty),
+                boxes=[tuple(float(v) for v in box[:4]) for box in helper.det_faces],
+            )
+
+
+def _split_generator(generator, count: int) -> list:
+    """One independent generator per face, derived from the given one."""
+    import torch
+
+    seeds = torch.randint(0, 2**62, (count,), generator=generator).tolist()
+    return [torch.Generator(device=generator.device).manual_seed(s) for s in seeds]

@@ -1,0 +1,67 @@
+"""Whole-photo restoration on a real photograph (scikit-image's public-domain astronaut)."""
+
+import numpy as np
+import pytest
+import torch
+from skimage import data
+
+from lpipdiff.faces import FaceRestorer, NoFaceError
+
+from conftest import tiny_pipeline
+
+
+@pytest.fixture(scope="module")
+def restorer():
+    return FaceRestorer(tiny_pipeline(face_size=32, patch_size=16))
+
+
+@pytest.fixture(scope="module")
+def astronaut():
+    return data.astronaut().astype(np.float32) / 255.0
+
+
+def outside(boxes, shape, margin=0.6):
+    """Mask of pixels well away from every detected face box."""
+    mask = np.ones(shape[:2], dtype=bool)
+    for left, top, right, bottom in boxes:
+        w, h = right - left, bottom - top
+        mask[max(0, int(top - margin * h)) : int(bottom + margin * h), max(0, int(left - margin * w)) : int(right + margin * w)] = False
+    return mask
+
+
+def test_finds_aligns_and_pastes_back_one_face(restorer, astronaut):
+    result = restorer.restore(astronaut, num_inference_steps=2, generator=torch.Generator().manual_seed(0))
+    assert len(result.faces) == len(result.restored_faces) == 1
+    assert result.faces[0].shape == (32, 32, 3) and result.image.shape == astronaut.shape
+    left, top, right, bottom = result.boxes[0]
+    assert 150 < left < 200 and 250 < right < 300 and 40 < top < 80  # her face, not the flag or the suit
+    away = outside(result.boxes, astronaut.shape)
+    assert np.abs(result.image - astronaut)[away].max() <= 2 / 255
+    face = (slice(int(top), int(bottom)), slice(int(left), int(right)))
+    assert np.abs(result.image[face] - astronaut[face]).mean() > 1 / 255  # the face itself was replaced
+
+
+def test_collage_with_several_faces_and_upscaling(astronaut):
+    collage = np.concatenate([astronaut, astronaut[:, ::-1], astronaut], axis=1)
+    restorer = FaceRestorer(tiny_pipeline(face_size=32, patch_size=16), upscale=2)
+    result = restorer.restore(collage, num_inference_steps=2)
+    assert len(result.faces) == 3
+    assert result.image.shape == (1024, 3072, 3)
+    largest = FaceRestorer(tiny_pipeline(face_size=32, patch_size=16), only_largest=True)
+    assert len(largest.restore(collage, num_inference_steps=1).faces) == 1
+
+
+def test_no_face_is_a_clear_error(restorer, astronaut):
+    sky = np.full((256, 256, 3), 0.5, dtype=np.float32)
+    with pytest.raises(NoFaceError, match="no face found"):
+        restorer.restore(sky, num_inference_steps=1)
+    small_only = FaceRestorer(tiny_pipeline(face_size=32, patch_size=16), min_face_size=400)
+    with pytest.raises(NoFaceError, match="at least 400"):
+        small_only.restore(astronaut, num_inference_steps=1)
+
+
+def test_bad_options():
+    with pytest.raises(ValueError, match="detector"):
+        FaceRestorer(tiny_pipeline(), detector="haar")
+    with pytest.raises(ValueError, match="upscale"):
+        FaceRestorer(tiny_pipeline(), upscale=20)
