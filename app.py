@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import gradio as gr
 import numpy as np
+import PIL.Image
 import torch
 
 from lpipdiff.faces import FaceRestorer, NoFaceError
@@ -58,6 +59,7 @@ def colour_map(uncertainty: np.ndarray) -> np.ndarray:
     """Uncertainty as a heat map, scaled to its own maximum (the caption gives the maximum)."""
     scaled = np.clip(uncertainty / max(float(uncertainty.max()), 1e-6), 0, 1)
     heat = cv2.applyColorMap((scaled * 255).astype(np.uint8), cv2.COLORMAP_INFERNO)
+    heat = cv2.resize(heat, (256, 256), interpolation=cv2.INTER_NEAREST)  # tiny maps are unreadable
     return heat[..., ::-1]
 
 
@@ -121,6 +123,21 @@ def restore(image_path, mode="Auto", steps=20, scheduler="ddim", strength=1.0, s
     )
 
 
+class ImageUpload(gr.Image):
+    """gr.Image that hands the uploaded file over untouched (16-bit stays 16-bit) and turns an
+    unreadable upload into a message instead of a server error."""
+
+    def get_block_name(self) -> str:
+        return "image"  # the browser side is gr.Image's own
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except (PIL.UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+            raise gr.Error(f"{getattr(payload, 'orig_name', 'the upload')}: not a readable image ({error})",
+                           print_exception=False) from None
+
+
 def build_demo() -> gr.Blocks:
     patch = base_pipeline().unet.config.patch_size
     with gr.Blocks(title="LPIP-Diff face restoration") as demo:
@@ -131,7 +148,7 @@ def build_demo() -> gr.Blocks:
         )
         with gr.Row():
             with gr.Column():
-                image = gr.Image(type="filepath", label="Degraded photo or aligned face", height=360)
+                image = ImageUpload(type="filepath", image_mode=None, label="Degraded photo or aligned face", height=360)
                 mode = gr.Radio(MODES, value="Auto", label="Input kind")
                 with gr.Accordion("Sampling", open=True):
                     steps = gr.Slider(1, MAX_STEPS, value=20, step=1, label="Denoising steps")

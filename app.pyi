@@ -1,0 +1,192 @@
+"""LPIP-Diff demo: restore a degraded face photo in the browser (locally or as a Space).
+
+    python app.py                                   # http://127.0.0.1:7860, bundled model
+    LPIPDIFF_MODEL=org/lpipdiff-... python app.py   # another model folder or Hub id
+
+The same function is served as the API endpoint ``restore`` (see README for gradio_client).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import gradio as gr
+import numpy as np
+import PIL.Image
+import torch
+
+from lpipdiff.faces import FaceRestorer, NoFaceError
+from lpipdiff.image_io import MAX_PIXELS, InvalidImageError, array_to_pil, load_image_file, save_image
+from lpipdiff.loading import ModelLoadError, load_pipeline
+from lpipdiff.pipeline_lpipdiff import LPIPDiffPipeline
+from lpipdiff.schedulers import SCHEDULERS
+
+EXAMPLES = Path(__file__).resolve().parent / "examples"
+MODES = ["Auto", "Whole photo", "Aligned face"]
+MAX_STEPS, MAX_SAMPLES = 50, 4
+LIMITS = (
+    f"Limits: images up to {MAX_PIXELS // 1_000_000} megapixels and 20 MB; up to {MAX_STEPS} steps and "
+    f"{MAX_SAMPLES} samples. Grayscale, RGBA (alpha is dropped) and 16-bit images are accepted."
+)
+
+
+@lru_cache(maxsize=1)
+def base_pipeline() -> LPIPDiffPipeline:
+    pipeline = load_pipeline(os.environ.get("LPIPDIFF_MODEL"), device=os.environ.get("LPIPDIFF_DEVICE"))
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+@lru_cache(maxsize=1)
+def face_restorer() -> FaceRestorer:
+    return FaceRestorer(base_pipeline())
+
+
+def pipeline_with(scheduler: str) -> LPIPDiffPipeline:
+    """The shared UNet with a fresh scheduler of the requested kind (no shared state mutated)."""
+    base = base_pipeline()
+    pipeline = LPIPDiffPipeline(unet=base.unet, scheduler=SCHEDULERS[scheduler].from_config(base.scheduler.config))
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+def colour_map(uncertainty: np.ndarray) -> np.ndarray:
+    """Uncertainty as a heat map, scaled to its own maximum (the caption gives the maximum)."""
+    scaled = np.clip(uncertainty / max(float(uncertainty.max()), 1e-6), 0, 1)
+    heat = cv2.applyColorMap((scaled * 255).astype(np.uint8), cv2.COLORMAP_INFERNO)
+    return heat[..., ::-1]
+
+
+def restore(image_path, mode="Auto", steps=20, scheduler="ddim", strength=1.0, stride=32, seed=0, samples=1,
+            progress=gr.Progress()):
+    """Restore the faces of one image. Returns (before/after, faces, uncertainty, PNG file, status)."""
+    started = time.perf_counter()
+    try:
+        if not image_path:
+            raise InvalidImageError("upload an image first")
+        image = load_image_file(image_path)
+        steps, samples, seed = int(steps), int(samples), int(seed)
+        if not 1 <= steps <= MAX_STEPS or not 1 <= samples <= MAX_SAMPLES:
+            raise ValueError(f"steps must be 1..{MAX_STEPS} and samples 1..{MAX_SAMPLES}")
+        pipeline = pipeline_with(scheduler)
+        total = samples * max(1, round(steps * float(strength)))
+        done = [0]
+
+        def advance(step, count):
+            done[0] += 1
+            progress((done[0], total), desc="denoising")
+
+        sampling = dict(num_inference_steps=steps, strength=float(strength), patch_stride=int(stride),
+                        callback_on_step_end=advance)
+        whole_photo, note = mode != "Aligned face", ""
+        outputs = []
+        for sample in range(samples):
+            generator = torch.Generator().manual_seed(seed + sample)
+            if whole_photo:
+                try:
+                    result = face_restorer().restore(image, generator=generator, pipeline=pipeline, **sampling)
+                    outputs.append((result.image, result.faces, result.restored_faces, result.uncertainty))
+                    continue
+                except NoFaceError:
+                    if mode == "Whole photo":
+                        raise
+                    whole_photo, note = False, "No face detected: restored the image as an aligned face. "
+            result = pipeline(image, generator=generator, output_type="np", **sampling)
+            outputs.append((result.images[0], [image], [result.images[0]], [result.uncertainty[0]]))
+    except (InvalidImageError, NoFaceError, ModelLoadError, ValueError) as error:
+        raise gr.Error(str(error), print_exception=False) from None
+
+    restored, faces_before, _, uncertainty = outputs[0]
+    gallery = [(array_to_pil(f), f"face {i + 1}: input") for i, f in enumerate(faces_before)]
+    for s, (_, _, after, _) in enumerate(outputs):
+        gallery += [(array_to_pil(f), f"face {i + 1}: sample {s + 1}") for i, f in enumerate(after)]
+    download = Path(tempfile.mkdtemp(prefix="lpipdiff-")) / f"{Path(image_path).stem}_restored.png"
+    save_image(restored, download)
+    before = cv2.resize(image, (restored.shape[1], restored.shape[0]), interpolation=cv2.INTER_LANCZOS4)
+    seconds = time.perf_counter() - started
+    status = (
+        f"{note}Restored {len(faces_before)} face(s), {samples} sample(s), in {seconds:.1f} s. "
+        f"Uncertainty maximum {float(uncertainty[0].max()):.3f} (0..1 image units)."
+    )
+    return (
+        (array_to_pil(np.clip(before, 0, 1)), array_to_pil(restored)),
+        gallery,
+        colour_map(uncertainty[0]),
+        str(download),
+        status,
+    )
+
+from gradio.events import Dependency
+
+class ImageUpload(gr.Image):
+    """gr.Image that hands the uploaded file over untouched (16-bit stays 16-bit) and turns an
+    unreadable upload into a message instead of a server error."""
+
+    def get_block_name(self) -> str:
+        return "image"  # the browser side is gr.Image's own
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except (PIL.UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+            raise gr.Error(f"{getattr(payload, 'orig_name', 'the upload')}: not a readable image ({error})",
+                           print_exception=False) from None
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+def build_demo() -> gr.Blocks:
+    patch = base_pipeline().unet.config.patch_size
+    with gr.Blocks(title="LPIP-Diff face restoration") as demo:
+        gr.Markdown(
+            "# LPIP-Diff: identity-preserving face restoration\n"
+            "Upload a degraded photo. Faces are found, aligned and restored patch by patch by a conditional "
+            "diffusion model, then pasted back. The uncertainty map shows where overlapping patches disagreed."
+        )
+        with gr.Row():
+            with gr.Column():
+                image = ImageUpload(type="filepath", image_mode=None, label="Degraded photo or aligned face", height=360)
+                mode = gr.Radio(MODES, value="Auto", label="Input kind")
+                with gr.Accordion("Sampling", open=True):
+                    steps = gr.Slider(1, MAX_STEPS, value=20, step=1, label="Denoising steps")
+                    strength = gr.Slider(0.1, 1.0, value=1.0, step=0.05,
+                                         label="Strength (lower: closer to the input; higher: more realism)")
+                    stride = gr.Slider(max(1, patch // 4), patch, value=patch // 2, step=max(1, patch // 8),
+                                       label=f"Patch stride (patches are {patch} px; smaller: more overlap, slower)")
+                    scheduler = gr.Dropdown(sorted(SCHEDULERS), value="ddim", label="Scheduler")
+                    seed = gr.Number(0, precision=0, label="Seed")
+                    samples = gr.Slider(1, MAX_SAMPLES, value=1, step=1, label="Samples")
+                button = gr.Button("Restore", variant="primary", elem_id="restore-button")
+                gr.Markdown(LIMITS)
+            with gr.Column():
+                slider = gr.ImageSlider(label="Before / after", type="pil", elem_id="result-slider")
+                status = gr.Markdown(elem_id="status")
+                faces = gr.Gallery(label="Faces: input and restored", columns=4, height=220)
+                uncertainty = gr.Image(label="Uncertainty (patch disagreement)", height=220)
+                download = gr.File(label="Download PNG")
+        examples = sorted(str(p) for p in EXAMPLES.glob("*.png"))
+        if examples:
+            gr.Examples(examples, inputs=[image], label="Examples (the astronaut photo, degraded)")
+        button.click(
+            restore,
+            inputs=[image, mode, steps, scheduler, strength, stride, seed, samples],
+            outputs=[slider, faces, uncertainty, download, status],
+            api_name="restore",
+        )
+    return demo.queue(max_size=16, default_concurrency_limit=1)
+
+
+if __name__ == "__main__":
+    build_demo().launch(
+        server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+        server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+        max_file_size="20mb",
+    )

@@ -1,0 +1,94 @@
+"""The demo, driven as a person and a program would: gradio_client and a real browser."""
+
+import importlib
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+
+from conftest import tiny_pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The demo on a tiny random model (speed, not quality, is what these tests need)."""
+    model = tmp_path_factory.mktemp("model")
+    tiny_pipeline(face_size=32, patch_size=16).save_pretrained(model)
+    os.environ["LPIPDIFF_MODEL"] = str(model)
+    import app
+
+    importlib.reload(app)
+    demo = app.build_demo()
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+    os.environ.pop("LPIPDIFF_MODEL", None)
+
+
+def test_restore_endpoint_from_gradio_client(server, tmp_path):
+    from gradio_client import Client, handle_file
+
+    client = Client(server, verbose=False)
+    slider, faces, uncertainty, download, status = client.predict(
+        handle_file(str(ROOT / "examples" / "astronaut_photo_moderate.png")),
+        "Auto", 2, "ddim", 1.0, 8, 0, 2, api_name="/restore",
+    )
+    before, after = (PIL.Image.open(p) for p in slider)
+    assert before.size == after.size == (512, 512)
+    assert len(faces) == 3  # the input face and two samples
+    assert PIL.Image.open(download).size == (512, 512)
+    assert PIL.Image.open(uncertainty).size == (32, 32)
+    assert "Restored 1 face(s), 2 sample(s)" in status
+
+
+def test_bad_input_gives_a_message_not_a_trace(server, tmp_path):
+    from gradio_client import Client, handle_file
+
+    client = Client(server, verbose=False)
+    text = tmp_path / "letter.png"
+    text.write_text("Dear Sir, this is not an image.")
+    with pytest.raises(Exception, match="not a readable image"):
+        client.predict(handle_file(str(text)), "Auto", 2, "ddim", 1.0, 8, 0, 1, api_name="/restore")
+    sky = tmp_path / "sky.png"
+    PIL.Image.fromarray(np.full((64, 64, 3), 128, dtype=np.uint8)).save(sky)
+    with pytest.raises(Exception, match="no face found"):
+        client.predict(handle_file(str(sky)), "Whole photo", 2, "ddim", 1.0, 8, 0, 1, api_name="/restore")
+    # Auto mode falls back to treating a face-less image as an aligned face, and says so.
+    *_, status = client.predict(handle_file(str(sky)), "Auto", 2, "ddim", 1.0, 8, 0, 1, api_name="/restore")
+    assert "No face detected" in status
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (see .ci/run)")
+def test_end_to_end_in_a_real_browser(server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    screenshot = Path(os.environ.get("LPIPDIFF_SCREENSHOT", tmp_path / "demo.png"))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run", "--disable-quic"],
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(server)
+        page.locator("input[type=file]").first.set_input_files(str(ROOT / "examples" / "astronaut_photo_severe.png"))
+        page.wait_for_timeout(1000)
+        page.locator("#restore-button").click()
+        page.get_by_text("Restored 1 face(s)").wait_for(timeout=60_000)
+        page.screenshot(path=str(screenshot), full_page=True)
+        browser.close()
+    assert screenshot.stat().st_size > 10_000
