@@ -121,6 +121,29 @@ def cmd_degrade(args) -> int:
     return 1 if failed or problems else 0
 
 
+def cmd_export(args) -> int:
+    from .hub import export
+
+    folder = export(args.model, args.output, repo_id=args.repo_id)
+    print(f"wrote a self-contained pipeline folder to {folder}")
+    return 0
+
+
+def cmd_push(args) -> int:
+    from .hub import HubError, push, push_space
+
+    try:
+        if args.command == "push":
+            url = push(args.model, args.repo_id, private=args.private, token=args.token)
+        else:
+            url = push_space(args.space_id, model_repo=args.model_repo, private=args.private, token=args.token)
+    except HubError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"published: {url}")
+    return 0
+
+
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     from .schedulers import SCHEDULERS
 
@@ -156,6 +179,26 @@ def build_parser() -> argparse.ArgumentParser:
     degrade.add_argument("--face-size", type=int, default=128, help="test sets: side of the written faces")
     degrade.add_argument("--limit", type=int, default=None, help="test sets: at most this many faces")
     degrade.set_defaults(handler=cmd_degrade)
+
+    export = commands.add_parser("export", help="write a self-contained Hub folder (weights, code, model card)")
+    export.add_argument("--model", default=None, help="pipeline folder (default: bundled model)")
+    export.add_argument("--output", required=True)
+    export.add_argument("--repo-id", default="ORG/lpipdiff", help="the repo id the model card's examples use")
+    export.set_defaults(handler=cmd_export)
+
+    push = commands.add_parser("push", help="export and upload a model repo to the Hugging Face Hub")
+    push.add_argument("--model", default=None, help="pipeline folder (default: bundled model)")
+    push.add_argument("--repo-id", required=True, help="ORG/NAME")
+    push.add_argument("--private", action="store_true")
+    push.add_argument("--token", default=None, help="default: HF_TOKEN or the saved login")
+    push.set_defaults(handler=cmd_push)
+
+    space = commands.add_parser("push-space", help="upload the demo as a Gradio Space")
+    space.add_argument("--space-id", required=True, help="ORG/NAME")
+    space.add_argument("--model-repo", default=None, help="load this model repo (default: bundle the weights)")
+    space.add_argument("--private", action="store_true")
+    space.add_argument("--token", default=None)
+    space.set_defaults(handler=cmd_push)
 
     from .train import build_parser as build_train_parser
     from .train import main as train_main

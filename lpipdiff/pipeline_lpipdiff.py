@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import inspect
+import json
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -57,6 +60,41 @@ class LPIPDiffPipeline(DiffusionPipeline):
     def __init__(self, unet, scheduler):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """As ``DiffusionPipeline.from_pretrained``; where this class is imported from the installed
+        ``lpipdiff`` package it also loads Hub-layout folders and repo ids without remote code."""
+        if not cls.__module__.startswith("lpipdiff."):
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        folder = Path(pretrained_model_name_or_path)
+        if not folder.is_dir():
+            from huggingface_hub import snapshot_download
+
+            hub_kwargs = {k: kwargs[k] for k in ("revision", "cache_dir", "token", "local_files_only") if k in kwargs}
+            folder = Path(snapshot_download(str(pretrained_model_name_or_path), **hub_kwargs,
+                                            allow_patterns=["*.json", "unet/*.safetensors", "scheduler/*"]))
+        index_file = folder / "model_index.json"
+        index = json.loads(index_file.read_text()) if index_file.is_file() else {}
+        if not isinstance(index.get("_class_name"), list):
+            return super().from_pretrained(folder, **kwargs)
+        import diffusers
+
+        from .unet import PatchFusionUNet
+
+        model_kwargs = {k: kwargs[k] for k in ("dtype", "torch_dtype", "use_safetensors") if k in kwargs}
+        unet = kwargs.get("unet") or PatchFusionUNet.from_pretrained(folder, subfolder="unet", **model_kwargs)
+        scheduler = kwargs.get("scheduler") or getattr(diffusers, index["scheduler"][1]).from_pretrained(
+            folder, subfolder="scheduler"
+        )
+        return cls(unet=unet, scheduler=scheduler)
+
+    def save_pretrained(self, save_directory, **kwargs):
+        super().save_pretrained(save_directory, **kwargs)
+        if not type(self).__module__.startswith("lpipdiff."):
+            # Loaded as Hub remote code: diffusers just wrote module paths of its own module
+            # cache into model_index.json; write the code and the Hub layout again.
+            make_self_contained(save_directory, inspect.getfile(type(self)), inspect.getfile(type(self.unet)))
 
     @torch.no_grad()
     def __call__(
@@ -236,3 +274,26 @@ def format_output(arrays: list[np.ndarray], output_type: str, is_map: bool = Fal
         tensors = [torch.from_numpy(a) if is_map else torch.from_numpy(a).permute(2, 0, 1) for a in arrays]
         return torch.stack(tensors) if same_size else tensors
     return np.stack(arrays) if same_size else arrays
+
+
+REMOTE_UNET_MODULE = "lpipdiff_unet"
+REMOTE_CODE_FILES = ("image_io.py", "patches.py", "unet.py")
+
+
+def make_self_contained(folder, pipeline_file=None, unet_file=None) -> None:
+    """Give a saved pipeline folder diffusers' custom-code layout, so that
+    ``DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)`` needs no ``lpipdiff``:
+    this file and the modules it imports at the root, the UNet's module in ``unet/``."""
+    folder = Path(folder)
+    pipeline_file = Path(pipeline_file or __file__)
+    unet_file = Path(unet_file or pipeline_file.parent / "unet.py")
+    shutil.copy(pipeline_file, folder / "pipeline_lpipdiff.py")
+    for name in REMOTE_CODE_FILES:
+        shutil.copy(pipeline_file.parent / name, folder / name)
+    (folder / "unet").mkdir(exist_ok=True)
+    shutil.copy(unet_file, folder / "unet" / f"{REMOTE_UNET_MODULE}.py")
+    index_file = folder / "model_index.json"
+    index = json.loads(index_file.read_text())
+    index["_class_name"] = ["pipeline_lpipdiff", "LPIPDiffPipeline"]
+    index["unet"] = [REMOTE_UNET_MODULE, "PatchFusionUNet"]
+    index_file.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")

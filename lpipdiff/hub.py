@@ -1,0 +1,230 @@
+"""Hugging Face Hub: export a self-contained model folder, write its card, publish model and Space.
+
+An exported folder loads with ``DiffusionPipeline.from_pretrained(folder_or_repo,
+trust_remote_code=True)`` in a Python without this package: the pipeline file and the
+modules it imports sit at the root, the UNet's module in ``unet/``, and model_index.json
+names them (diffusers' custom-code layout).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from .pipeline_lpipdiff import make_self_contained
+
+PACKAGE = Path(__file__).resolve().parent
+ROOT = PACKAGE.parent
+CITATION = """@inproceedings{bai2025lpipdiff,
+  title     = {Identity-Preserving Diffusion for Face Restoration},
+  author    = {Bai and Yang and Yang and Zhu and Xue},
+  booktitle = {IEEE International Conference on Acoustics, Speech and Signal Processing (ICASSP)},
+  year      = {2025},
+  doi       = {10.1109/ICASSP49660.2025.10888736}
+}"""
+
+
+class HubError(RuntimeError):
+    """Publishing failed for a reason a person can fix (token, network, repo id)."""
+
+
+def export(model: str | os.PathLike | None, output: str | os.PathLike, repo_id: str = "ORG/lpipdiff") -> Path:
+    """Write the self-contained Hub folder of ``model`` (a pipeline folder) into ``output``."""
+    from .loading import load_pipeline, resolve_model
+
+    source = Path(resolve_model(model))
+    output = Path(output)
+    if output.resolve() == source.resolve():
+        raise ValueError("export into a new folder, not over the model itself")
+    pipeline = load_pipeline(source, device="cpu")
+    dtype = _saved_dtype(source)
+    pipeline.to(dtype=dtype)
+    pipeline.save_pretrained(output)
+    make_self_contained(output)
+    for extra in ("training_config.json", "evaluation.json"):
+        if (source / extra).is_file():
+            shutil.copy(source / extra, output / extra)
+    model_card(output, repo_id).save(output / "README.md")
+    return output
+
+
+def _saved_dtype(folder: Path):
+    """Keep fp16 checkpoints fp16 on the Hub."""
+    import torch
+    from safetensors import safe_open
+
+    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    with safe_open(str(weights), "pt") as handle:
+        first = next(iter(handle.keys()))
+        return handle.get_tensor(first).dtype if first else torch.float32
+
+
+def model_card(folder: str | os.PathLike, repo_id: str):
+    """A ModelCard built from the folder's configs and, when present, its evaluation results."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    folder = Path(folder)
+    unet = json.loads((folder / "unet" / "config.json").read_text())
+    training = _read_json(folder / "training_config.json")
+    evaluation = _read_json(folder / "evaluation.json")
+    data = ModelCardData(
+        license="other",
+        license_name="utkface-non-commercial",
+        library_name="diffusers",
+        pipeline_tag="image-to-image",
+        tags=["face-restoration", "diffusion", "lpipdiff", "blind-face-restoration"],
+        datasets=["UTKFace"],
+    )
+    inputs = ", ".join(
+        name for name, used in (("coordinates", unet.get("use_coordinates")), ("global context", unet.get("use_global_context"))) if used
+    )
+    lines = [
+        "---", data.to_yaml(), "---", "",
+        f"# LPIP-Diff face restoration ({unet['face_size']} px)", "",
+        "A conditional diffusion model that restores aligned faces patch by patch (LPIP-Diff, ICASSP 2025): "
+        f"at every denoising step the {unet['face_size']}-pixel face is cut into overlapping "
+        f"{unet['patch_size']}-pixel patches, one UNet predicts each patch from the noisy patch, the degraded "
+        f"patch and its position ({inputs}), the overlapping predictions are fused and the scheduler steps "
+        "on the whole face. "
+        + ("It diffuses the residual over the degraded input, so 'predict zero' returns the input. " if unet.get("residual") else ""),
+        "",
+        "## Use it", "",
+        "Python, without installing anything but diffusers:", "",
+        "```python",
+        "import torch",
+        "from diffusers import DiffusionPipeline",
+        "from PIL import Image",
+        "",
+        f'pipe = DiffusionPipeline.from_pretrained("{repo_id}", trust_remote_code=True, dtype=torch.float32)',
+        'face = Image.open("aligned_face.png")',
+        "result = pipe(face, num_inference_steps=20, generator=torch.Generator().manual_seed(0))",
+        'result.images[0].save("restored.png")   # result.uncertainty: where overlapping patches disagreed',
+        "```", "",
+        "With the `lpipdiff` package (whole photos: detection, alignment and paste-back):", "",
+        "```bash",
+        f"lpipdiff restore photos/ -o restored/ --model {repo_id} --whole-photo",
+        f"LPIPDIFF_MODEL={repo_id} python app.py   # the Gradio demo",
+        "```", "",
+    ]
+    if evaluation:
+        lines += ["## Results", "", _metrics_table(evaluation), ""]
+    if training:
+        args = training.get("args", {})
+        lines += [
+            "## Training", "",
+            f"Trained for {training.get('steps')} steps ({training.get('wall_seconds', 0) / 3600:.2f} h) on "
+            f"`{args.get('data')}` with {args.get('prediction_type')} prediction, batch {args.get('batch_size')} "
+            f"patches, learning rate {args.get('learning_rate')}, EMA {args.get('ema_decay')}.", "",
+        ]
+    lines += [
+        "## Training data and licence", "",
+        "Trained on UTKFace (Zhang, Song, Qi, CVPR 2017), which is provided for **non-commercial research "
+        "purposes only**; these weights inherit that restriction.", "",
+        "## Limitations", "",
+        f"- Expects aligned faces at the framing of the training crops; whole photos need the `lpipdiff` "
+        f"package's detection and alignment. Faces are restored at {unet['face_size']} px and resized back.",
+        "- A small model trained briefly on CPU: see the results for where it loses to the degraded input.",
+        "- Synthetic degradations (blur, downsampling, noise, JPEG) only; real-world damage may differ.", "",
+        "## Citation", "", "```bibtex", CITATION, "```", "",
+    ]
+    return ModelCard("\n".join(lines))
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _metrics_table(evaluation: dict) -> str:
+    from .evaluate import markdown_table
+
+    return markdown_table(evaluation)
+
+
+def _api(token: str | None):
+    from huggingface_hub import HfApi
+
+    token = token or os.environ.get("HF_TOKEN")
+    if not token:
+        from huggingface_hub import get_token
+
+        token = get_token()
+    if not token:
+        raise HubError("no Hugging Face token: pass --token, set HF_TOKEN or run `hf auth login`")
+    return HfApi(token=token)
+
+
+def _publish(api, repo_id: str, folder: Path, repo_type: str, private: bool, **create_kwargs) -> str:
+    try:
+        api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True, **create_kwargs)
+        info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type=repo_type,
+                                 commit_message="Upload LPIP-Diff")
+    except HubError:
+        raise
+    except Exception as error:  # network and HTTP errors come in many classes; all end here
+        raise HubError(f"could not publish to {repo_id}: {type(error).__name__}: {error} "
+                       "(offline? wrong token or repo id?)") from None
+    return str(getattr(info, "commit_url", info))
+
+
+def push(model, repo_id: str, private: bool = False, token: str | None = None, workdir=None) -> str:
+    """Export ``model`` and upload it as the model repo ``repo_id``."""
+    import tempfile
+
+    api = _api(token)
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        folder = export(model, Path(tmp) / "export", repo_id=repo_id)
+        return _publish(api, repo_id, folder, "model", private)
+
+
+SPACE_FILES = ["app.py", "requirements.txt", "examples"]
+
+
+def space_folder(output: Path, model_repo: str | None = None, bundle_model=None) -> Path:
+    """The Space's files: the demo, the package, requirements, README front matter and the model
+    (bundled, or named by LPIPDIFF_MODEL so the Space loads it from the model repo)."""
+    output.mkdir(parents=True, exist_ok=True)
+    for name in SPACE_FILES:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, output / name, dirs_exist_ok=True)
+        else:
+            shutil.copy(source, output / name)
+    shutil.copytree(PACKAGE, output / "lpipdiff", ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+    variables = ""
+    if model_repo:
+        variables = f"\nmodels:\n  - {model_repo}"
+    else:
+        from .loading import resolve_model
+
+        shutil.copytree(resolve_model(bundle_model), output / "checkpoints" / "lpipdiff-utkface-128", dirs_exist_ok=True)
+    import gradio
+
+    (output / "README.md").write_text(
+        "---\ntitle: LPIP-Diff face restoration\nemoji: 🧑\ncolorFrom: indigo\ncolorTo: pink\nsdk: gradio\n"
+        f"sdk_version: {gradio.__version__}\npython_version: \"3.11\"\napp_file: app.py\npinned: false\n"
+        f"license: other{variables}\n---\n\n"
+        "Identity-preserving blind face restoration (LPIP-Diff). Upload a degraded photo; faces are detected, "
+        "restored patch by patch by a diffusion model and pasted back.\n"
+    )
+    if model_repo:
+        (output / ".env.example").write_text(f"LPIPDIFF_MODEL={model_repo}\n")
+    return output
+
+
+def push_space(space_id: str, model_repo: str | None = None, private: bool = False, token: str | None = None) -> str:
+    """Upload the demo as a Gradio Space; with ``model_repo`` the Space loads that model repo
+    (set the Space variable LPIPDIFF_MODEL), else the bundled weights travel with it."""
+    import tempfile
+
+    api = _api(token)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = space_folder(Path(tmp) / "space", model_repo)
+        url = _publish(api, space_id, folder, "space", private, space_sdk="gradio")
+        if model_repo:
+            try:
+                api.add_space_variable(space_id, "LPIPDIFF_MODEL", model_repo)
+            except Exception as error:
+                raise HubError(f"uploaded, but could not set LPIPDIFF_MODEL on {space_id}: {error}") from None
+        return url
