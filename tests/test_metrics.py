@@ -1,0 +1,58 @@
+"""Each metric on known cases: identical images, a blurred copy, two different people."""
+
+import cv2
+import numpy as np
+import pytest
+
+from lpipdiff.evaluate import markdown_table
+from lpipdiff.metrics import SAME_PERSON_THRESHOLD, FaceGeometry, PerceptualDistance, frechet_inception_distance, psnr, ssim
+
+
+@pytest.fixture(scope="module")
+def faces(val_faces):
+    return [cv2.resize(f, (128, 128), interpolation=cv2.INTER_CUBIC).clip(0, 1) for f in val_faces]
+
+
+def blurred(image, sigma=2.5):
+    return cv2.GaussianBlur(image, (0, 0), sigma)
+
+
+@pytest.fixture(scope="module")
+def geometry():
+    return FaceGeometry()
+
+
+def test_psnr_and_ssim(faces):
+    face = faces[0]
+    assert psnr(face, face) == float("inf") and ssim(face, face) == pytest.approx(1.0)
+    assert psnr(face, np.clip(face + 0.1, 0, 1)) == pytest.approx(20.0, abs=0.5)
+    assert 0 < ssim(blurred(face), face) < ssim(blurred(face, 1.0), face) < 1
+
+
+def test_lpips(faces):
+    lpips = PerceptualDistance()
+    assert lpips(faces[0], faces[0]) == pytest.approx(0.0, abs=1e-6)
+    assert lpips(blurred(faces[0], 1.0), faces[0]) < lpips(blurred(faces[0], 3.0), faces[0])
+    assert lpips(faces[1], faces[0]) > lpips(blurred(faces[0], 1.0), faces[0])
+
+
+def test_identity_and_landmarks(faces, geometry):
+    a, b = faces[0], faces[1]
+    assert geometry.identity_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    assert geometry.identity_distance(blurred(a, 1.0), a) < SAME_PERSON_THRESHOLD
+    different = [geometry.identity_distance(faces[i], faces[j]) for i in range(4) for j in range(i + 1, 4)]
+    assert np.mean(different) > SAME_PERSON_THRESHOLD
+    assert geometry.landmark_distance(a, a) == 0
+    assert geometry.landmark_distance(blurred(a, 1.0), a) < geometry.landmark_distance(b, a)
+
+
+def test_fid(faces):
+    # Each FID costs a 2048x2048 matrix square root: two are enough to tell 'same' from 'blurred'.
+    assert abs(frechet_inception_distance(faces, faces)) < 1e-3
+    assert frechet_inception_distance([blurred(f, 3.0) for f in faces], faces) > 10
+
+
+def test_markdown_table():
+    results = {"presets": {"severe": {"degraded input": {"n": 2, "psnr": 20.0}, "LPIP-Diff": {"n": 2, "psnr": 21.25, "seconds_per_face": 1.5}}}}
+    table = markdown_table(results)
+    assert "| severe | LPIP-Diff | 2 | 21.25 | 1.5 |" in table and "PSNR" in table
