@@ -73,7 +73,9 @@ class Metrics:
 
             self.geometry, self.lpips = FaceGeometry(), PerceptualDistance()
         except ImportError as error:
-            raise SystemExit(f"evaluation needs its extra packages: pip install -r requirements-eval.txt ({error})")
+            raise SystemExit(
+                f"evaluation needs its extra packages: pip install -r requirements-eval.txt ({error})"
+            ) from None
 
     def __call__(self, images: list[np.ndarray], references: list[np.ndarray]) -> dict[str, float]:
         identity = [self.geometry.identity_distance(i, r) for i, r in zip(images, references)]

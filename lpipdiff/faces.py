@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from unittest import mock
 
-import cv2
 import numpy as np
 
 DETECTORS = {"mobilenet": "retinaface_mobile0.25", "resnet50": "retinaface_resnet50"}

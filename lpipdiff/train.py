@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import time
 from pathlib import Path
@@ -107,7 +106,7 @@ def diffusion_target(unet_config, clean, degraded):
 
 def training_loss(model, noise_scheduler, batch, generator=None):
     """The denoising loss of one batch at random timesteps."""
-    unet_config = model.config if hasattr(model, "config") else model.module.config
+    unet_config = model.module.config if hasattr(model, "module") else model.config  # DDP-wrapped or not
     x0 = diffusion_target(unet_config, batch["clean"], batch["degraded"])
     noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     timesteps = torch.randint(
@@ -162,7 +161,7 @@ def save_checkpoint(accelerator, folder: Path, step: int, kept: int) -> Path:
 class Validator:
     """Restores a fixed set of degraded val faces through the pipeline and measures them."""
 
-    def __init__(self, folder: Path, face_size: int, count: int, steps: int, output: Path):
+    def __init__(self, folder: Path, face_size: int, count: int, steps: int, output: Path, prediction_type: str):
         from .degradation import Degradation, image_seed
         from .image_io import list_images, load_image_file, resize_array
 
@@ -171,7 +170,7 @@ class Validator:
         self.clean = [resize_array(load_image_file(f), face_size) for f in files]
         presets = [Degradation("moderate", face_size, color=False), Degradation("severe", face_size, color=False)]
         self.degraded = [presets[i % 2](c, image_seed(i % 2, f.name)) for i, (c, f) in enumerate(zip(self.clean, files))]
-        self.steps, self.output = steps, output
+        self.steps, self.output, self.prediction_type = steps, output, prediction_type
         try:
             from .metrics import FaceGeometry
 
@@ -253,9 +252,8 @@ def main(argv=None, namespace=None):
     validator = None
     val_folder = Path(args.val_data) if args.val_data else Path(args.data).parent / "val"
     if accelerator.is_main_process and args.validate_every > 0 and val_folder.is_dir():
-        validator = Validator(val_folder, model.config.face_size if hasattr(model, "config") else args.face_size,
-                              args.val_faces, args.val_steps, output)
-        validator.prediction_type = args.prediction_type
+        face_size = accelerator.unwrap_model(model).config.face_size
+        validator = Validator(val_folder, face_size, args.val_faces, args.val_steps, output, args.prediction_type)
 
     def validate():
         if validator is None:

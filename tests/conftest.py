@@ -1,6 +1,6 @@
+import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -54,3 +54,11 @@ def saved_pipeline(tmp_path, pipeline):
 
 def generator(seed=0):
     return torch.Generator().manual_seed(seed)
+
+
+def copy_val_faces(folder: Path, count: int) -> Path:
+    """A folder holding copies of the first ``count`` real val faces."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in list_images(UTKFACE_VAL)[:count]:
+        shutil.copy(path, folder / path.name)
+    return folder

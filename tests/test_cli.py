@@ -1,22 +1,16 @@
-import shutil
-
 import numpy as np
 import PIL.Image
 import pytest
 
 from lpipdiff.cli import main
-from lpipdiff.image_io import list_images, load_image_file
+from lpipdiff.image_io import load_image_file
 
-from conftest import UTKFACE_VAL
+from conftest import copy_val_faces
 
 
 @pytest.fixture
 def photos(tmp_path):
-    folder = tmp_path / "in"
-    folder.mkdir()
-    for path in list_images(UTKFACE_VAL)[:2]:
-        shutil.copy(path, folder / path.name)
-    return folder
+    return copy_val_faces(tmp_path / "in", 2)
 
 
 def test_restore_files_and_folders_without_touching_inputs(tmp_path, photos, saved_pipeline, capsys):

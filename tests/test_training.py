@@ -7,11 +7,10 @@ from diffusers import DDPMScheduler
 from safetensors.torch import load_file
 
 from lpipdiff.data import FacePatchDataset
-from lpipdiff.image_io import list_images
 from lpipdiff.schedulers import default_scheduler
 from lpipdiff.train import list_checkpoints, main, training_loss
 
-from conftest import UTKFACE_VAL, tiny_unet
+from conftest import copy_val_faces, tiny_unet
 
 TINY = ["--face-size", "32", "--patch-size", "16", "--channels", "8,16", "--attention-levels", "1",
         "--batch-size", "4", "--num-workers", "0", "--validate-every", "0"]
@@ -19,11 +18,7 @@ TINY = ["--face-size", "32", "--patch-size", "16", "--channels", "8,16", "--atte
 
 @pytest.fixture
 def faces(tmp_path):
-    folder = tmp_path / "faces"
-    folder.mkdir()
-    for path in list_images(UTKFACE_VAL)[:6]:
-        shutil.copy(path, folder / path.name)
-    return folder
+    return copy_val_faces(tmp_path / "faces", 6)
 
 
 def test_dataset_gives_aligned_random_crops(faces):
