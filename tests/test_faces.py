@@ -65,3 +65,16 @@ def test_bad_options():
         FaceRestorer(tiny_pipeline(), detector="haar")
     with pytest.raises(ValueError, match="upscale"):
         FaceRestorer(tiny_pipeline(), upscale=20)
+
+
+def test_cli_whole_photo_restores_every_face_of_a_group(tmp_path, astronaut):
+    from lpipdiff.cli import main
+    from lpipdiff.image_io import load_image_file, save_image
+
+    save_image(np.concatenate([astronaut, astronaut[:, ::-1]], axis=1), tmp_path / "group.png")
+    model = tmp_path / "model"
+    tiny_pipeline(face_size=32, patch_size=16).save_pretrained(model)
+    code = main(["restore", str(tmp_path / "group.png"), "-o", str(tmp_path / "out"), "--whole-photo",
+                 "--model", str(model), "--steps", "1", "--upscale", "2"])
+    assert code == 0
+    assert load_image_file(tmp_path / "out" / "group_restored.png").shape == (1024, 2048, 3)
