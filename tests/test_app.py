@@ -51,7 +51,7 @@ def test_restore_endpoint_from_gradio_client(server, tmp_path):
     assert before.size == after.size == (512, 512)
     assert len(faces) == 3  # the input face and two samples
     assert PIL.Image.open(download).size == (512, 512)
-    assert PIL.Image.open(uncertainty).size == (32, 32)
+    assert PIL.Image.open(uncertainty).size == (256, 256)  # enlarged for display
     assert "Restored 1 face(s), 2 sample(s)" in status
 
 

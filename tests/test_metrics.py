@@ -5,7 +5,15 @@ import numpy as np
 import pytest
 
 from lpipdiff.evaluate import markdown_table
-from lpipdiff.metrics import SAME_PERSON_THRESHOLD, FaceGeometry, PerceptualDistance, frechet_inception_distance, psnr, ssim
+from lpipdiff.metrics import (
+    SAME_PERSON_THRESHOLD,
+    FaceGeometry,
+    PerceptualDistance,
+    frechet_distance,
+    frechet_inception_distance,
+    psnr,
+    ssim,
+)
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +55,21 @@ def test_identity_and_landmarks(faces, geometry):
 
 
 def test_fid(faces):
-    # Each FID costs a 2048x2048 matrix square root: two are enough to tell 'same' from 'blurred'.
     assert abs(frechet_inception_distance(faces, faces)) < 1e-3
-    assert frechet_inception_distance([blurred(f, 3.0) for f in faces], faces) > 10
+    assert frechet_inception_distance([blurred(f, 3.0) for f in faces], faces) > frechet_inception_distance(
+        [blurred(f, 0.7) for f in faces], faces
+    ) > 1
+
+
+def test_frechet_distance_matches_scipy_sqrtm():
+    import scipy.linalg
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(200, 16)), rng.normal(loc=0.3, scale=1.5, size=(150, 16))
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root = scipy.linalg.sqrtm(cov_a @ cov_b).real
+    expected = np.sum((a.mean(0) - b.mean(0)) ** 2) + np.trace(cov_a + cov_b - 2 * root)
+    assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-6)
 
 
 def test_markdown_table():
