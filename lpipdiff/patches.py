@@ -41,6 +41,10 @@ def fusion_window(patch_size: int, mode: str) -> torch.Tensor:
     raise ValueError(f"fusion must be one of {FUSION_MODES}, got {mode!r}")
 
 
+def accumulator_dtype(device: torch.device) -> torch.dtype:
+    return torch.float32 if device.type == "mps" else torch.float64  # Apple's MPS has no float64
+
+
 class PatchGrid:
     """An overlapping ``patch_size`` x ``patch_size`` grid over ``height`` x ``width`` images.
 
@@ -65,6 +69,19 @@ class PatchGrid:
         coverage = torch.zeros(height * width, dtype=torch.float64)
         coverage.index_add_(0, self.index.flatten(), self.weight.double().expand(self.num_patches, -1, -1).flatten())
         self.coverage = coverage.view(1, 1, height, width)
+        self._on_device = {}
+
+    def _tables(self, device: torch.device):
+        """Index, weights and coverage on ``device``, moved there once (not at every step)."""
+        key = str(device)
+        if key not in self._on_device:
+            self._on_device[key] = (
+                self.index.to(device),
+                self.index.flatten().to(device),
+                self.weight.to(device, accumulator_dtype(device)).reshape(1, 1, 1, -1),
+                self.coverage.to(device, accumulator_dtype(device)),
+            )
+        return self._on_device[key]
 
     @property
     def num_patches(self) -> int:
@@ -79,7 +96,7 @@ class PatchGrid:
         """``(B, C, H, W)`` -> ``(B * N, C, P, P)``; the patches of image 0 first."""
         batch, channels = images.shape[:2]
         flat = images.reshape(batch, channels, self.height * self.width)
-        patches = flat[:, :, self.index.to(images.device)]  # (B, C, N, P, P)
+        patches = flat[:, :, self._tables(images.device)[0]]  # (B, C, N, P, P)
         return patches.transpose(1, 2).reshape(batch * self.num_patches, channels, self.patch_size, self.patch_size)
 
     def fuse(self, patches: torch.Tensor, return_spread: bool = False):
@@ -96,14 +113,14 @@ class PatchGrid:
         return fused, spread
 
     def _weighted_mean(self, patches: torch.Tensor) -> torch.Tensor:
-        # Accumulated in float64 so that fusing identical copies returns them bit for bit.
+        # Accumulated in float64 (where the device has it) so that fusing identical copies
+        # returns them bit for bit.
         channels = patches.shape[1]
         batch = patches.shape[0] // self.num_patches
-        device = patches.device
-        weight = self.weight.to(device, torch.float64).reshape(1, 1, 1, -1)
-        weighted = patches.double().reshape(batch, self.num_patches, channels, -1) * weight
+        _, flat_index, weight, coverage = self._tables(patches.device)
+        weighted = patches.to(weight.dtype).reshape(batch, self.num_patches, channels, -1) * weight
         weighted = weighted.transpose(1, 2).reshape(batch, channels, -1)
-        total = torch.zeros(batch, channels, self.height * self.width, device=device, dtype=torch.float64)
-        total.index_add_(2, self.index.flatten().to(device), weighted)
-        mean = total.view(batch, channels, self.height, self.width) / self.coverage.to(device)
+        total = torch.zeros(batch, channels, self.height * self.width, device=patches.device, dtype=weight.dtype)
+        total.index_add_(2, flat_index, weighted)
+        mean = total.view(batch, channels, self.height, self.width) / coverage
         return mean.to(patches.dtype)
