@@ -60,7 +60,8 @@ def cmd_restore(args) -> int:
     if args.whole_photo:
         from .faces import FaceRestorer
 
-        restorer = FaceRestorer(pipeline, upscale=args.upscale, only_largest=args.only_largest)
+        restorer = FaceRestorer(pipeline, detector=args.detector, weights_dir=args.face_weights, upscale=args.upscale,
+                                only_largest=args.only_largest, min_face_size=args.min_face_size)
 
     output_dir = Path(args.output)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -168,6 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--whole-photo", action="store_true", help="detect, align and paste back every face")
     restore.add_argument("--upscale", type=float, default=1.0, help="whole-photo: upscale factor of the photo")
     restore.add_argument("--only-largest", action="store_true", help="whole-photo: restore only the largest face")
+    restore.add_argument("--min-face-size", type=int, default=0, help="whole-photo: ignore smaller faces (pixels)")
+    restore.add_argument("--detector", default="mobilenet", choices=["mobilenet", "resnet50"], help="whole-photo")
+    restore.add_argument("--face-weights", default=None,
+                         help="whole-photo: facexlib weights folder (default: $LPIPDIFF_FACEXLIB_WEIGHTS)")
     restore.set_defaults(handler=cmd_restore)
 
     degrade = commands.add_parser("degrade", help="make degraded copies, or a seeded clean/degraded test set")

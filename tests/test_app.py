@@ -28,6 +28,7 @@ def server(tmp_path_factory):
     model = tmp_path_factory.mktemp("model")
     tiny_pipeline(face_size=32, patch_size=16).save_pretrained(model)
     os.environ["LPIPDIFF_MODEL"] = str(model)
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     import app
 
     importlib.reload(app)
