@@ -1,6 +1,6 @@
 """Sampler-settings sweep of a model on seeded val pairs (the table in docs/RESULTS.md).
 
-    python benchmarks/results.py --data ../shared/data/utkface/val --output runs/results --limit 24
+    python benchmarks/results.py --data ../shared/data/utkface/val --output runs/results --limit 8
 
 For each preset and each setting (one change at a time from the default: 20 DDIM steps,
 stride 32, uniform fusion, strength 1.0) it restores the same faces with the same seeds
@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--data", required=True)
     parser.add_argument("--output", required=True)
     parser.add_argument("--model", default=None)
-    parser.add_argument("--limit", type=int, default=24)
+    parser.add_argument("--limit", type=int, default=8)
     parser.add_argument("--settings", nargs="*", default=None, help="subset of setting names")
     args = parser.parse_args()
 

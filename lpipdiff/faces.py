@@ -25,7 +25,7 @@ TEMPLATES = {
     "ffhq": np.array([[192.98138, 239.94708], [318.90277, 240.1936], [256.63416, 314.01935],
                       [201.26117, 371.41043], [313.08905, 371.15118]]) / 512.0,
     # The tighter framing of the UTKFace crops the bundled model was trained on: median
-    # RetinaFace landmarks of 120 val faces (see docs/RESULTS.md for the command).
+    # RetinaFace landmarks of 120 val faces: python scripts/measure_template.py ../shared/data/utkface/val
     "utkface": np.array([[0.2922, 0.3010], [0.6828, 0.2957], [0.4775, 0.5303], [0.3273, 0.6896], [0.6669, 0.6756]]),
 }
 
