@@ -10,9 +10,9 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from lpipdiff.degradation import Degradation, image_seed
+from lpipdiff.evaluate import restore_all
 from lpipdiff.image_io import list_images, load_image_file, resize_array, save_image
 from lpipdiff.loading import load_pipeline
 
@@ -30,8 +30,7 @@ def main() -> None:
     clean = [resize_array(load_image_file(f), size) for f in files]
     degraded = [Degradation("moderate" if i < 4 else "severe", size, color=False)(c, image_seed(0, f.name))
                 for i, (c, f) in enumerate(zip(clean, files))]
-    generators = [torch.Generator().manual_seed(i) for i in range(len(files))]
-    restored = pipeline(degraded, num_inference_steps=20, generator=generators, output_type="np").images
+    restored = restore_all(pipeline, degraded, batch_size=len(degraded), seed=0, num_inference_steps=20)
     rows = [np.concatenate([d, r, c], axis=1) for d, r, c in zip(degraded, restored, clean)]
     grid = np.concatenate([np.concatenate(rows[:4], axis=0), np.concatenate(rows[4:], axis=0)], axis=1)
     save_image(grid, Path(args.output))

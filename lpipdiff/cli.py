@@ -88,8 +88,6 @@ def cmd_restore(args) -> int:
 
 
 def cmd_degrade(args) -> int:
-    import numpy as np
-
     from .degradation import Degradation, image_seed, make_test_set
     from .image_io import load_image_file, save_image
 
@@ -114,7 +112,7 @@ def cmd_degrade(args) -> int:
             target = output_dir / f"{path.stem}_{args.preset}.png"
             if target.resolve() in taken:
                 target = output_dir / f"{path.stem}_{args.preset}_degraded.png"
-            save_image(np.asarray(degraded), target)
+            save_image(degraded, target)
         except InvalidImageError as error:
             failed += 1
             print(f"error: {error}", file=sys.stderr)

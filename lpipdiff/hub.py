@@ -51,14 +51,11 @@ def export(model: str | os.PathLike | None, output: str | os.PathLike, repo_id: 
 
 
 def _saved_dtype(folder: Path):
-    """Keep fp16 checkpoints fp16 on the Hub."""
-    import torch
+    """The dtype the weights were saved in, so fp16 checkpoints stay fp16 on the Hub."""
     from safetensors import safe_open
 
-    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
-    with safe_open(str(weights), "pt") as handle:
-        first = next(iter(handle.keys()))
-        return handle.get_tensor(first).dtype if first else torch.float32
+    with safe_open(str(folder / "unet" / "diffusion_pytorch_model.safetensors"), "pt") as handle:
+        return handle.get_tensor(next(iter(handle.keys()))).dtype
 
 
 def model_card(folder: str | os.PathLike, repo_id: str):

@@ -179,13 +179,13 @@ class Validator:
             self.geometry = None
 
     def __call__(self, unet, step: int) -> dict:
+        from .evaluate import restore_all
         from .image_io import save_image
         from .metrics import psnr
 
         pipeline = LPIPDiffPipeline(unet=unet, scheduler=default_scheduler(self.prediction_type))
         pipeline.set_progress_bar_config(disable=True)
-        generators = [torch.Generator().manual_seed(i) for i in range(len(self.degraded))]
-        restored = pipeline(self.degraded, num_inference_steps=self.steps, generator=generators, output_type="np").images
+        restored = restore_all(pipeline, self.degraded, len(self.degraded), seed=0, num_inference_steps=self.steps)
         result = {
             "step": step,
             "psnr": float(np.mean([psnr(r, c) for r, c in zip(restored, self.clean)])),
