@@ -23,7 +23,7 @@ import torch
 from lpipdiff.faces import FaceRestorer, NoFaceError
 from lpipdiff.image_io import MAX_PIXELS, InvalidImageError, array_to_pil, load_image_file, save_image
 from lpipdiff.loading import ModelLoadError, load_pipeline
-from lpipdiff.pipeline_lpipdiff import LPIPDiffPipeline
+from lpipdiff.pipeline_lpipdiff import DEFAULT_STEPS, DEFAULT_STRENGTH, LPIPDiffPipeline
 from lpipdiff.schedulers import SCHEDULERS
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
@@ -63,8 +63,8 @@ def colour_map(uncertainty: np.ndarray) -> np.ndarray:
     return heat[..., ::-1]
 
 
-def restore(image_path, mode="Auto", steps=20, scheduler="ddim", strength=1.0, stride=32, seed=0, samples=1,
-            progress=gr.Progress()):
+def restore(image_path, mode="Auto", steps=DEFAULT_STEPS, scheduler="ddim", strength=DEFAULT_STRENGTH, stride=32,
+            seed=0, samples=1, progress=gr.Progress()):
     """Restore the faces of one image. Returns (before/after, faces, uncertainty, PNG file, status)."""
     started = time.perf_counter()
     try:
@@ -151,8 +151,8 @@ def build_demo() -> gr.Blocks:
                 image = ImageUpload(type="filepath", image_mode=None, label="Degraded photo or aligned face", height=360)
                 mode = gr.Radio(MODES, value="Auto", label="Input kind")
                 with gr.Accordion("Sampling", open=True):
-                    steps = gr.Slider(1, MAX_STEPS, value=20, step=1, label="Denoising steps")
-                    strength = gr.Slider(0.1, 1.0, value=1.0, step=0.05,
+                    steps = gr.Slider(1, MAX_STEPS, value=DEFAULT_STEPS, step=1, label="Denoising steps")
+                    strength = gr.Slider(0.1, 1.0, value=DEFAULT_STRENGTH, step=0.05,
                                          label="Strength (lower: closer to the input; higher: more realism)")
                     stride = gr.Slider(max(1, patch // 4), patch, value=patch // 2, step=max(1, patch // 8),
                                        label=f"Patch stride (patches are {patch} px; smaller: more overlap, slower)")

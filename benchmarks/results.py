@@ -1,11 +1,14 @@
 """Sampler-settings sweep of a model on seeded val pairs (the table in docs/RESULTS.md).
 
-    python benchmarks/results.py --data ../shared/data/utkface/val --output runs/results --limit 8
+    python benchmarks/results.py --data ../shared/data/utkface/val --output runs/results \
+        --offset 200 --limit 32
 
-For each preset and each setting (one change at a time from the default: 20 DDIM steps,
-stride 32, uniform fusion, strength 1.0) it restores the same faces with the same seeds
-and reports the metrics of `lpipdiff evaluate` (without FID, which is meaningless on a few
-dozen faces) next to the degraded input's. Writes OUTPUT/sweep.json and OUTPUT/sweep.md.
+For each preset and each setting (one change at a time from the reference: 20 DDIM steps,
+stride 32, uniform fusion, strength 1.0, plus a few step/strength pairs) it restores the
+same faces with the same seeds and reports the metrics of `lpipdiff evaluate` (without FID,
+which is meaningless on a few dozen faces) next to the degraded input's. The pipeline's
+defaults are chosen from this table, so run it on faces the headline evaluation does not
+use (``--offset``). Writes OUTPUT/sweep.json and OUTPUT/sweep.md.
 """
 
 from __future__ import annotations
@@ -18,15 +21,19 @@ from pathlib import Path
 from lpipdiff.evaluate import METRIC_LABELS, Metrics, ensure_pairs, load_pairs, restore_all
 from lpipdiff.loading import load_pipeline
 
-DEFAULT = {"num_inference_steps": 20, "patch_stride": 32, "fusion": "uniform", "strength": 1.0}
+REFERENCE = {"num_inference_steps": 20, "patch_stride": 32, "fusion": "uniform", "strength": 1.0}
 SETTINGS = {
-    "default (20 steps, stride 32, uniform, strength 1.0)": {},
+    "reference (20 steps, stride 32, uniform, strength 1.0)": {},
     "10 steps": {"num_inference_steps": 10},
     "50 steps": {"num_inference_steps": 50},
     "stride 16": {"patch_stride": 16},
     "stride 64 (no overlap)": {"patch_stride": 64},
     "window fusion": {"fusion": "window"},
     "strength 0.5": {"strength": 0.5},
+    "10 steps, strength 0.7": {"num_inference_steps": 10, "strength": 0.7},
+    "10 steps, strength 0.5": {"num_inference_steps": 10, "strength": 0.5},
+    "5 steps": {"num_inference_steps": 5},
+    "1 step (the model's mean estimate)": {"num_inference_steps": 1},
 }
 COLUMNS = ["psnr", "ssim", "lpips", "identity", "same_person", "landmarks", "seconds_per_face"]
 
@@ -36,7 +43,8 @@ def main() -> None:
     parser.add_argument("--data", required=True)
     parser.add_argument("--output", required=True)
     parser.add_argument("--model", default=None)
-    parser.add_argument("--limit", type=int, default=8)
+    parser.add_argument("--limit", type=int, default=32)
+    parser.add_argument("--offset", type=int, default=200, help="skip the first N faces (the headline's)")
     parser.add_argument("--settings", nargs="*", default=None, help="subset of setting names")
     args = parser.parse_args()
 
@@ -47,19 +55,22 @@ def main() -> None:
     rows = []
     for preset in ("moderate", "severe"):
         folder = output / "pairs" / preset
-        ensure_pairs(Path(args.data), folder, preset, pipeline.unet.config.face_size, seed=0, limit=args.limit)
+        ensure_pairs(
+            Path(args.data), folder, preset, pipeline.unet.config.face_size, seed=0, limit=args.limit, offset=args.offset
+        )
         _, clean, degraded = load_pairs(folder)
         rows.append({"preset": preset, "setting": "degraded input", **metrics(degraded, clean)})
         for name, change in SETTINGS.items():
             if args.settings and name not in args.settings:
                 continue
             start = time.perf_counter()
-            restored = restore_all(pipeline, degraded, batch_size=8, seed=0, **{**DEFAULT, **change})
+            restored = restore_all(pipeline, degraded, batch_size=8, seed=0, **{**REFERENCE, **change})
             seconds = (time.perf_counter() - start) / len(degraded)
             rows.append({"preset": preset, "setting": name, **metrics(restored, clean), "seconds_per_face": seconds})
             print(json.dumps(rows[-1]), flush=True)
     output.mkdir(parents=True, exist_ok=True)
-    (output / "sweep.json").write_text(json.dumps({"faces_per_preset": len(clean), "rows": rows}, indent=2))
+    summary = {"faces_per_preset": len(clean), "offset": args.offset, "rows": rows}
+    (output / "sweep.json").write_text(json.dumps(summary, indent=2))
     lines = ["| preset | setting | " + " | ".join(METRIC_LABELS[c] for c in COLUMNS) + " |",
              "|---|---|" + "---|" * len(COLUMNS)]
     for row in rows:

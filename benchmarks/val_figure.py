@@ -3,7 +3,8 @@
     python benchmarks/val_figure.py --data ../shared/data/utkface/val --output docs/val_faces.png
 
 Rows are faces (the first 8 val files; the first four at the moderate preset, the last four
-at severe), columns are degraded input, LPIP-Diff (20 DDIM steps, seed = row), ground truth.
+at severe), columns are degraded input, LPIP-Diff (default sampler settings,
+seed = row), ground truth.
 """
 
 import argparse
@@ -30,7 +31,7 @@ def main() -> None:
     clean = [resize_array(load_image_file(f), size) for f in files]
     degraded = [Degradation("moderate" if i < 4 else "severe", size, color=False)(c, image_seed(0, f.name))
                 for i, (c, f) in enumerate(zip(clean, files))]
-    restored = restore_all(pipeline, degraded, batch_size=len(degraded), seed=0, num_inference_steps=20)
+    restored = restore_all(pipeline, degraded, batch_size=len(degraded), seed=0)
     rows = [np.concatenate([d, r, c], axis=1) for d, r, c in zip(degraded, restored, clean)]
     grid = np.concatenate([np.concatenate(rows[:4], axis=0), np.concatenate(rows[4:], axis=0)], axis=1)
     save_image(grid, Path(args.output))

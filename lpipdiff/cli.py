@@ -95,7 +95,9 @@ def cmd_degrade(args) -> int:
         if len(args.inputs) != 1 or not Path(args.inputs[0]).is_dir():
             print("error: --test-set takes exactly one folder of clean faces", file=sys.stderr)
             return 1
-        names = make_test_set(args.inputs[0], args.output, args.preset, args.face_size, args.seed, args.limit)
+        names = make_test_set(
+            args.inputs[0], args.output, args.preset, args.face_size, args.seed, args.limit, args.offset
+        )
         print(f"wrote {len(names)} clean/degraded pairs into {args.output}")
         return 0
     files, problems = collect_inputs(args.inputs)
@@ -144,11 +146,14 @@ def cmd_push(args) -> int:
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model and sampler options shared by every command that restores faces."""
+    from .pipeline_lpipdiff import DEFAULT_STEPS, DEFAULT_STRENGTH
     from .schedulers import SCHEDULERS
 
     parser.add_argument("--model", default=None, help="pipeline folder or Hub repo id (default: bundled model)")
-    parser.add_argument("--steps", type=int, default=20, help="denoising steps")
-    parser.add_argument("--strength", type=float, default=1.0, help="1.0: from noise; lower: closer to the input")
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="denoising steps")
+    parser.add_argument("--strength", type=float, default=DEFAULT_STRENGTH,
+                        help="1.0: from noise; lower: start from the noised input (more fidelity)")
     parser.add_argument("--stride", type=int, default=None, help="patch stride (default: half the patch)")
     parser.add_argument("--fusion", default="uniform", choices=["uniform", "window"])
     parser.add_argument("--seed", type=int, default=0)
@@ -181,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     degrade.add_argument("--test-set", action="store_true", help="write OUTPUT/clean and OUTPUT/degraded pairs")
     degrade.add_argument("--face-size", type=int, default=128, help="test sets: side of the written faces")
     degrade.add_argument("--limit", type=int, default=None, help="test sets: at most this many faces")
+    degrade.add_argument("--offset", type=int, default=0, help="test sets: skip the first N faces (sorted)")
     degrade.set_defaults(handler=cmd_degrade)
 
     export = commands.add_parser("export", help="write a self-contained Hub folder (weights, code, model card)")

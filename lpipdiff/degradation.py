@@ -159,12 +159,15 @@ def make_test_set(
     face_size: int = 128,
     seed: int = 0,
     limit: int | None = None,
+    offset: int = 0,
 ) -> list[str]:
     """Write a fixed, seeded set of clean/degraded pairs from a folder of clean faces.
 
     Writes ``output/clean/NAME.png`` (the face resized to ``face_size``) and
     ``output/degraded/NAME.png``. The same arguments always give the same files, whatever
-    the order in which the file system lists the source folder. Returns the names written.
+    the order in which the file system lists the source folder. ``offset`` and ``limit``
+    select files ``offset .. offset + limit`` of the sorted folder (disjoint tuning and test
+    sets). Returns the names written.
     """
     from .image_io import list_images, load_image_file, resize_array, save_image
 
@@ -172,7 +175,7 @@ def make_test_set(
     files = list_images(source)
     if not files:
         raise ValueError(f"No images found in {source}")
-    files = files[:limit] if limit else files
+    files = files[offset : offset + limit] if limit else files[offset:]
     degradation = Degradation(preset, face_size=face_size, color=False)
     names = []
     for path in files:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -43,13 +44,19 @@ def load_pairs(folder: Path) -> tuple[list[str], list[np.ndarray], list[np.ndarr
     return names, clean, degraded
 
 
-def ensure_pairs(data: Path, folder: Path, preset: str, face_size: int, seed: int, limit: int | None) -> None:
+def ensure_pairs(
+    data: Path, folder: Path, preset: str, face_size: int, seed: int, limit: int | None, offset: int = 0
+) -> None:
     """Write the test pairs unless the same ones (same arguments) are already there."""
     recipe = {"data": str(Path(data).resolve()), "preset": preset, "face_size": face_size, "seed": seed, "limit": limit}
+    if offset:
+        recipe["offset"] = offset
     stamp = folder / "pairs.json"
     if stamp.is_file() and json.loads(stamp.read_text()) == recipe:
         return
-    make_test_set(data, folder, preset=preset, face_size=face_size, seed=seed, limit=limit)
+    for stale in ("clean", "degraded"):  # written for other arguments: other files
+        shutil.rmtree(folder / stale, ignore_errors=True)
+    make_test_set(data, folder, preset=preset, face_size=face_size, seed=seed, limit=limit, offset=offset)
     stamp.write_text(json.dumps(recipe))
 
 
@@ -108,22 +115,17 @@ def markdown_table(results: dict) -> str:
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    from .schedulers import SCHEDULERS
+    from .cli import add_sampling_arguments
 
     parser = parser or argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
     add("--data", required=True, help="folder of clean aligned faces")
     add("--output", required=True, help="results folder")
-    add("--model", default=None, help="pipeline folder or Hub id (default: bundled model)")
     add("--presets", nargs="+", default=["moderate", "severe"], choices=["moderate", "severe"])
     add("--limit", type=int, default=None, help="use only the first N faces")
+    add("--offset", type=int, default=0, help="skip the first N faces (in sorted order)")
     add("--pairs-dir", default=None, help="where the test pairs live (default: OUTPUT/pairs)")
-    add("--steps", type=int, default=20)
-    add("--stride", type=int, default=None)
-    add("--fusion", default="uniform", choices=["uniform", "window"])
-    add("--strength", type=float, default=1.0)
-    add("--scheduler", default="ddim", choices=sorted(SCHEDULERS))
-    add("--seed", type=int, default=0)
+    add_sampling_arguments(parser)
     add("--batch-size", type=int, default=8, help="faces restored together")
     add("--no-fid", action="store_true", help="skip FID (slow, and biased on small sets)")
     add("--save-images", action="store_true", help="also write the restored faces")
@@ -136,7 +138,7 @@ def run(args) -> int:
 
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    pipeline = load_pipeline(args.model, scheduler=args.scheduler, device="cpu")
+    pipeline = load_pipeline(args.model, scheduler=args.scheduler, device=args.device)
     pipeline.set_progress_bar_config(disable=True)
     face_size = pipeline.unet.config.face_size
     pairs_root = Path(args.pairs_dir) if args.pairs_dir else output / "pairs"
@@ -145,7 +147,7 @@ def run(args) -> int:
     results = {"settings": {**sampling, "scheduler": args.scheduler, "seed": args.seed, "model": str(args.model)}, "presets": {}}
     for preset in args.presets:
         folder = pairs_root / preset
-        ensure_pairs(Path(args.data), folder, preset, face_size, seed=0, limit=args.limit)
+        ensure_pairs(Path(args.data), folder, preset, face_size, seed=0, limit=args.limit, offset=args.offset)
         names, clean, degraded = load_pairs(folder)
         start = time.perf_counter()
         restored = restore_all(pipeline, degraded, args.batch_size, args.seed, **sampling)

@@ -96,7 +96,7 @@ def model_card(folder: str | os.PathLike, repo_id: str):
         "",
         f'pipe = DiffusionPipeline.from_pretrained("{repo_id}", trust_remote_code=True, dtype=torch.float32)',
         'face = Image.open("aligned_face.png")',
-        "result = pipe(face, num_inference_steps=20, generator=torch.Generator().manual_seed(0))",
+        "result = pipe(face, generator=torch.Generator().manual_seed(0))",
         'result.images[0].save("restored.png")   # result.uncertainty: where overlapping patches disagreed',
         "```", "",
         "With the `lpipdiff` package (whole photos: detection, alignment and paste-back):", "",

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .data import FacePatchDataset
-from .pipeline_lpipdiff import LPIPDiffPipeline
+from .pipeline_lpipdiff import DEFAULT_STEPS, LPIPDiffPipeline
 from .schedulers import default_scheduler
 from .unet import PatchFusionUNet
 
@@ -68,7 +68,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     add("--checkpoints-kept", type=int, default=2)
     add("--validate-every", type=int, default=1000)
     add("--val-faces", type=int, default=8)
-    add("--val-steps", type=int, default=20)
+    add("--val-steps", type=int, default=DEFAULT_STEPS)
     add("--mixed-precision", default="no", choices=["no", "fp16", "bf16"])
     add("--num-workers", type=int, default=2)
     add("--seed", type=int, default=0)

@@ -21,13 +21,13 @@ def bundled():
 
 @pytest.fixture(scope="module")
 def severe_faces(bundled):
-    """The first 4 val faces at the severe preset, restored with the defaults (20 DDIM steps)."""
+    """The first 4 val faces at the severe preset, restored with the pipeline's default settings."""
     files = list_images(UTKFACE_VAL)[:4]
     clean = [resize_array(load_image_file(f), 128) for f in files]
     severe = Degradation("severe", face_size=128, color=False)
     degraded = [severe(c, image_seed(0, f.name)) for c, f in zip(clean, files)]
     generators = [torch.Generator().manual_seed(i) for i in range(4)]
-    restored = bundled(degraded, num_inference_steps=20, generator=generators, output_type="np").images
+    restored = bundled(degraded, generator=generators, output_type="np").images
     geometry = FaceGeometry()
     identity = {
         "restored": np.mean([geometry.identity_distance(r, c) for r, c in zip(restored, clean)]),

@@ -67,3 +67,7 @@ def test_test_set_is_reproducible_and_independent_of_order(tmp_path):
         assert a.shape == (48, 48, 3)
         assert np.array_equal(a, load_image_file(tmp_path / "b" / "degraded" / name))
         assert not np.array_equal(a, load_image_file(tmp_path / "a" / "clean" / name))
+    tail = make_test_set(source, tmp_path / "c", "severe", face_size=48, seed=3, limit=2, offset=1)
+    assert tail == names[1:]
+    assert np.array_equal(load_image_file(tmp_path / "c" / "degraded" / tail[0]),
+                          load_image_file(tmp_path / "a" / "degraded" / tail[0]))

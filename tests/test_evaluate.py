@@ -1,0 +1,36 @@
+"""`lpipdiff evaluate` end to end, on a tiny random model and real val faces."""
+
+import json
+
+import numpy as np
+
+from lpipdiff.cli import main
+from lpipdiff.evaluate import load_pairs
+from lpipdiff.metrics import psnr
+
+from conftest import UTKFACE_VAL
+
+
+def evaluate(tmp_path, model, *extra):
+    output = tmp_path / "eval"
+    arguments = ["evaluate", "--data", str(UTKFACE_VAL), "--output", str(output), "--model", str(model),
+                 "--presets", "severe", "--steps", "2", "--no-fid", *extra]
+    assert main(arguments) == 0
+    return output, json.loads((output / "results.json").read_text())
+
+
+def test_evaluate_reports_model_and_input_side_by_side(tmp_path, saved_pipeline):
+    output, results = evaluate(tmp_path, saved_pipeline, "--limit", "3")
+    rows = results["presets"]["severe"]
+    assert set(rows) == {"degraded input", "LPIP-Diff"}
+    assert rows["degraded input"]["n"] == rows["LPIP-Diff"]["n"] == 3
+    names, clean, degraded = load_pairs(output / "pairs" / "severe")
+    assert np.isclose(rows["degraded input"]["psnr"], np.mean([psnr(d, c) for d, c in zip(degraded, clean)]))
+    # A random model restores nothing: it must score below the input it was given.
+    assert rows["LPIP-Diff"]["psnr"] < rows["degraded input"]["psnr"]
+    assert "| severe | LPIP-Diff | 3 |" in (output / "results.md").read_text()
+
+    # Other faces in the same folder replace the old pairs instead of mixing with them.
+    _, results = evaluate(tmp_path, saved_pipeline, "--limit", "2", "--offset", "3")
+    assert results["presets"]["severe"]["LPIP-Diff"]["n"] == 2
+    assert not set(names) & {p.name for p in (output / "pairs" / "severe" / "clean").iterdir()}
