@@ -151,7 +151,8 @@ def build_demo() -> gr.Blocks:
                 image = ImageUpload(type="filepath", image_mode=None, label="Degraded photo or aligned face", height=360)
                 mode = gr.Radio(MODES, value="Auto", label="Input kind")
                 with gr.Accordion("Sampling", open=True):
-                    steps = gr.Slider(1, MAX_STEPS, value=DEFAULT_STEPS, step=1, label="Denoising steps")
+                    steps = gr.Slider(1, MAX_STEPS, value=DEFAULT_STEPS, step=1,
+                                      label="Denoising steps (1: most faithful; more: sharper, less faithful)")
                     strength = gr.Slider(0.1, 1.0, value=DEFAULT_STRENGTH, step=0.05,
                                          label="Strength (lower: closer to the input; higher: more realism)")
                     stride = gr.Slider(max(1, patch // 4), patch, value=patch // 2, step=max(1, patch // 8),

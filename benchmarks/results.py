@@ -33,6 +33,8 @@ SETTINGS = {
     "10 steps, strength 0.7": {"num_inference_steps": 10, "strength": 0.7},
     "10 steps, strength 0.5": {"num_inference_steps": 10, "strength": 0.5},
     "5 steps": {"num_inference_steps": 5},
+    "3 steps": {"num_inference_steps": 3},
+    "2 steps": {"num_inference_steps": 2},
     "1 step (the model's mean estimate)": {"num_inference_steps": 1},
 }
 COLUMNS = ["psnr", "ssim", "lpips", "identity", "same_person", "landmarks", "seconds_per_face"]

@@ -44,17 +44,18 @@ def test_bundled_model_is_the_default_and_small(bundled):
     assert sum(p.numel() for p in bundled.unet.parameters()) < 15_000_000
 
 
-def test_bundled_model_keeps_the_person_at_the_severe_preset(severe_faces):
-    """Same person by dlib's own threshold, and within 0.06 of the input's identity distance
-    (a random or broken model lands near 0.8; see docs/RESULTS.md)."""
-    clean, _, restored, identity = severe_faces
-    assert identity["restored"] < SAME_PERSON_THRESHOLD
-    assert identity["restored"] < identity["degraded"] + 0.06
-    assert np.mean([psnr(r, c) for r, c in zip(restored, clean)]) > 22
-
-
-@pytest.mark.xfail(strict=True, reason="the CPU-trained bundled model is not there yet: identity distance 0.519 "
-                   "restored vs 0.484 degraded on these 4 faces (docs/RESULTS.md); longer training should fix it")
 def test_bundled_model_brings_severe_faces_closer_to_the_person(severe_faces):
+    """The issue's quality bar: a smaller mean dlib identity distance than the degraded input
+    (these 4 faces: 0.462 restored vs 0.484 degraded; a random or broken model lands near 0.8,
+    see docs/RESULTS.md)."""
     _, _, _, identity = severe_faces
-    assert identity["restored"] < identity["degraded"]
+    assert identity["restored"] < identity["degraded"], identity
+    assert identity["restored"] < SAME_PERSON_THRESHOLD
+
+
+def test_bundled_model_beats_the_input_on_fidelity_at_the_severe_preset(severe_faces):
+    """PSNR 24.97 restored vs 24.07 degraded on these 4 faces."""
+    clean, degraded, restored, _ = severe_faces
+    restored_psnr = np.mean([psnr(r, c) for r, c in zip(restored, clean)])
+    degraded_psnr = np.mean([psnr(d, c) for d, c in zip(degraded, clean)])
+    assert restored_psnr > degraded_psnr + 0.5, (restored_psnr, degraded_psnr)
