@@ -1,7 +1,7 @@
 """Sampler-settings sweep of a model on seeded val pairs (the table in docs/RESULTS.md).
 
     python benchmarks/results.py --data ../shared/data/utkface/val --output runs/results \
-        --offset 200 --limit 32
+        --offset 200 --limit 24
 
 For each preset and each setting (one change at a time from the reference: 20 DDIM steps,
 stride 32, uniform fusion, strength 1.0, plus a few step/strength pairs) it restores the
@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--data", required=True)
     parser.add_argument("--output", required=True)
     parser.add_argument("--model", default=None)
-    parser.add_argument("--limit", type=int, default=32)
+    parser.add_argument("--limit", type=int, default=24)
     parser.add_argument("--offset", type=int, default=200, help="skip the first N faces (the headline's)")
     parser.add_argument("--settings", nargs="*", default=None, help="subset of setting names")
     args = parser.parse_args()

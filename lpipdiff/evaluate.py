@@ -48,9 +48,8 @@ def ensure_pairs(
     data: Path, folder: Path, preset: str, face_size: int, seed: int, limit: int | None, offset: int = 0
 ) -> None:
     """Write the test pairs unless the same ones (same arguments) are already there."""
-    recipe = {"data": str(Path(data).resolve()), "preset": preset, "face_size": face_size, "seed": seed, "limit": limit}
-    if offset:
-        recipe["offset"] = offset
+    recipe = {"data": str(Path(data).resolve()), "preset": preset, "face_size": face_size, "seed": seed,
+              "limit": limit, "offset": offset}
     stamp = folder / "pairs.json"
     if stamp.is_file() and json.loads(stamp.read_text()) == recipe:
         return
