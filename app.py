@@ -23,10 +23,15 @@ import torch
 from lpipdiff.faces import FaceRestorer, NoFaceError
 from lpipdiff.image_io import MAX_PIXELS, InvalidImageError, array_to_pil, load_image_file, save_image
 from lpipdiff.loading import ModelLoadError, load_pipeline
-from lpipdiff.pipeline_lpipdiff import DEFAULT_STEPS, DEFAULT_STRENGTH, LPIPDiffPipeline
-from lpipdiff.schedulers import SCHEDULERS
+from lpipdiff.pipeline_lpipdiff import LPIPDiffPipeline
+from lpipdiff.sampling import DEFAULT_SCHEDULER, DEFAULT_STEPS, DEFAULT_STRENGTH, SCHEDULERS
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
+# A development checkout has the face detector's weights beside it (offline); elsewhere facexlib
+# downloads them on first use.
+DEV_DETECTOR_WEIGHTS = Path(__file__).resolve().parent.parent / "shared" / "weights" / "facexlib"
+if DEV_DETECTOR_WEIGHTS.is_dir():
+    os.environ.setdefault("LPIPDIFF_FACEXLIB_WEIGHTS", str(DEV_DETECTOR_WEIGHTS))
 MODES = ["Auto", "Whole photo", "Aligned face"]
 MAX_STEPS, MAX_SAMPLES = 50, 4
 LIMITS = (
@@ -63,8 +68,8 @@ def colour_map(uncertainty: np.ndarray) -> np.ndarray:
     return heat[..., ::-1]
 
 
-def restore(image_path, mode="Auto", steps=DEFAULT_STEPS, scheduler="ddim", strength=DEFAULT_STRENGTH, stride=32,
-            seed=0, samples=1, progress=gr.Progress()):
+def restore(image_path, mode="Auto", steps=DEFAULT_STEPS, scheduler=DEFAULT_SCHEDULER, strength=DEFAULT_STRENGTH,
+            stride=32, seed=0, samples=1, progress=gr.Progress()):
     """Restore the faces of one image. Returns (before/after, faces, uncertainty, PNG file, status)."""
     started = time.perf_counter()
     try:
@@ -75,18 +80,19 @@ def restore(image_path, mode="Auto", steps=DEFAULT_STEPS, scheduler="ddim", stre
         if not 1 <= steps <= MAX_STEPS or not 1 <= samples <= MAX_SAMPLES:
             raise ValueError(f"steps must be 1..{MAX_STEPS} and samples 1..{MAX_SAMPLES}")
         pipeline = pipeline_with(scheduler)
-        total = samples * max(1, round(steps * float(strength)))
-        done = [0]
+        sample_index = [0]
 
-        def advance(step, count):
-            done[0] += 1
-            progress((done[0], total), desc="denoising")
+        def advance(pipe, step, timestep, callback_kwargs):
+            total = samples * pipe.num_timesteps
+            progress((sample_index[0] * pipe.num_timesteps + step + 1, total), desc="denoising")
+            return {}
 
         sampling = dict(num_inference_steps=steps, strength=float(strength), patch_stride=int(stride),
                         callback_on_step_end=advance)
         whole_photo, note = mode != "Aligned face", ""
         outputs = []
         for sample in range(samples):
+            sample_index[0] = sample
             generator = torch.Generator().manual_seed(seed + sample)
             if whole_photo:
                 try:
@@ -148,7 +154,8 @@ def build_demo() -> gr.Blocks:
         )
         with gr.Row():
             with gr.Column():
-                image = ImageUpload(type="filepath", image_mode=None, label="Degraded photo or aligned face", height=360)
+                image = ImageUpload(type="filepath", image_mode=None, label="Degraded photo or aligned face",
+                                    height=360)
                 mode = gr.Radio(MODES, value="Auto", label="Input kind")
                 with gr.Accordion("Sampling", open=True):
                     steps = gr.Slider(1, MAX_STEPS, value=DEFAULT_STEPS, step=1,
@@ -157,7 +164,7 @@ def build_demo() -> gr.Blocks:
                                          label="Strength (lower: closer to the input; higher: more realism)")
                     stride = gr.Slider(max(1, patch // 4), patch, value=patch // 2, step=max(1, patch // 8),
                                        label=f"Patch stride (patches are {patch} px; smaller: more overlap, slower)")
-                    scheduler = gr.Dropdown(sorted(SCHEDULERS), value="ddim", label="Scheduler")
+                    scheduler = gr.Dropdown(sorted(SCHEDULERS), value=DEFAULT_SCHEDULER, label="Scheduler")
                     seed = gr.Number(0, precision=0, label="Seed")
                     samples = gr.Slider(1, MAX_SAMPLES, value=1, step=1, label="Samples")
                 button = gr.Button("Restore", variant="primary", elem_id="restore-button")

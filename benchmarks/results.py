@@ -18,8 +18,11 @@ import json
 import time
 from pathlib import Path
 
-from lpipdiff.evaluate import METRIC_LABELS, Metrics, ensure_pairs, load_pairs, restore_all
+from lpipdiff.metrics import Metrics
+from lpipdiff.pairs import ensure_pairs, load_pairs
 from lpipdiff.loading import load_pipeline
+from lpipdiff.reports import markdown_table
+from lpipdiff.sampling import PRESET_NAMES, restore_all
 
 REFERENCE = {"num_inference_steps": 20, "patch_stride": 32, "fusion": "uniform", "strength": 1.0}
 SETTINGS = {
@@ -55,11 +58,10 @@ def main() -> None:
     pipeline.set_progress_bar_config(disable=True)
     metrics = Metrics(fid=False)
     rows = []
-    for preset in ("moderate", "severe"):
+    for preset in PRESET_NAMES:
         folder = output / "pairs" / preset
-        ensure_pairs(
-            Path(args.data), folder, preset, pipeline.unet.config.face_size, seed=0, limit=args.limit, offset=args.offset
-        )
+        face_size = pipeline.unet.config.face_size
+        ensure_pairs(Path(args.data), folder, preset, face_size, seed=0, limit=args.limit, offset=args.offset)
         _, clean, degraded = load_pairs(folder)
         rows.append({"preset": preset, "setting": "degraded input", **metrics(degraded, clean)})
         for name, change in SETTINGS.items():
@@ -73,13 +75,9 @@ def main() -> None:
     output.mkdir(parents=True, exist_ok=True)
     summary = {"faces_per_preset": len(clean), "offset": args.offset, "rows": rows}
     (output / "sweep.json").write_text(json.dumps(summary, indent=2))
-    lines = ["| preset | setting | " + " | ".join(METRIC_LABELS[c] for c in COLUMNS) + " |",
-             "|---|---|" + "---|" * len(COLUMNS)]
-    for row in rows:
-        lines.append(f"| {row['preset']} | {row['setting']} | "
-                     + " | ".join(f"{row[c]:.4g}" if c in row else "" for c in COLUMNS) + " |")
-    (output / "sweep.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    table = markdown_table(rows, ["preset", "setting"], COLUMNS)
+    (output / "sweep.md").write_text(table)
+    print(table)
 
 
 if __name__ == "__main__":

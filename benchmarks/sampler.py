@@ -24,7 +24,7 @@ import torch
 
 from lpipdiff import LPIPDiffPipeline, PatchFusionUNet
 from lpipdiff.patches import PatchGrid
-from lpipdiff.schedulers import default_scheduler
+from lpipdiff.sampling import default_scheduler
 
 
 def bare_unet_seconds(unet, grid: PatchGrid, steps: int, batch_size: int) -> float:
@@ -74,7 +74,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args()
     geometries = args.geometry or ["128,64,32", "512,128,64"]
-    print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}")
+    machine = platform.processor() or platform.machine()
+    print(f"# {machine}, {torch.get_num_threads()} torch threads, torch {torch.__version__}")
     for geometry in geometries:
         face, patch, stride = (int(v) for v in geometry.split(","))
         print(json.dumps(measure(face, patch, stride, args.steps, args.repeats, args.batch_size)))

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from lpipdiff.degradation import Degradation, image_seed
-from lpipdiff.evaluate import restore_all
 from lpipdiff.image_io import list_images, load_image_file, resize_array, save_image
 from lpipdiff.loading import load_pipeline
 from lpipdiff.pipeline_lpipdiff import DEFAULT_STEPS
+from lpipdiff.sampling import restore_all
 
 
 def main() -> None:

@@ -6,7 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from .faces import DETECTORS
 from .image_io import IMAGE_EXTENSIONS, InvalidImageError, list_images
+from .sampling import PRESET_NAMES, add_sampling_arguments, sampling_kwargs
 
 
 def collect_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
@@ -67,10 +69,15 @@ def cmd_restore(args) -> int:
     output_dir.mkdir(parents=True, exist_ok=True)
     taken = {f.resolve() for f in files}
     failed = 0
-    sampling = dict(
-        num_inference_steps=args.steps, strength=args.strength, patch_stride=args.stride, fusion=args.fusion
-    )
-    for path in tqdm(files, desc="restore", unit="image"):
+    sampling = sampling_kwargs(args)
+    progress = tqdm(files, desc="restore", unit="image")
+
+    def show_step(pipe, step, timestep, callback_kwargs):
+        progress.set_postfix_str(f"step {step + 1}/{pipe.num_timesteps}")
+        return {}
+
+    sampling["callback_on_step_end"] = show_step
+    for path in progress:
         try:
             image = load_image_file(path)
             generator = torch.Generator().manual_seed(args.seed)
@@ -88,8 +95,9 @@ def cmd_restore(args) -> int:
 
 
 def cmd_degrade(args) -> int:
-    from .degradation import Degradation, image_seed, make_test_set
+    from .degradation import Degradation, image_seed
     from .image_io import load_image_file, save_image
+    from .pairs import make_test_set
 
     if args.test_set:
         if len(args.inputs) != 1 or not Path(args.inputs[0]).is_dir():
@@ -145,22 +153,6 @@ def cmd_push(args) -> int:
     return 0
 
 
-def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
-    """The model and sampler options shared by every command that restores faces."""
-    from .pipeline_lpipdiff import DEFAULT_STEPS, DEFAULT_STRENGTH
-    from .schedulers import SCHEDULERS
-
-    parser.add_argument("--model", default=None, help="pipeline folder or Hub repo id (default: bundled model)")
-    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="denoising steps")
-    parser.add_argument("--strength", type=float, default=DEFAULT_STRENGTH,
-                        help="1.0: from noise; lower: start from the noised input (more fidelity)")
-    parser.add_argument("--stride", type=int, default=None, help="patch stride (default: half the patch)")
-    parser.add_argument("--fusion", default="uniform", choices=["uniform", "window"])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--scheduler", default="ddim", choices=sorted(SCHEDULERS))
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lpipdiff", description="LPIP-Diff blind face restoration")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -173,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--upscale", type=float, default=1.0, help="whole-photo: upscale factor of the photo")
     restore.add_argument("--only-largest", action="store_true", help="whole-photo: restore only the largest face")
     restore.add_argument("--min-face-size", type=int, default=0, help="whole-photo: ignore smaller faces (pixels)")
-    restore.add_argument("--detector", default="mobilenet", choices=["mobilenet", "resnet50"], help="whole-photo")
+    restore.add_argument("--detector", default="mobilenet", choices=sorted(DETECTORS), help="whole-photo")
     restore.add_argument("--face-weights", default=None,
                          help="whole-photo: facexlib weights folder (default: $LPIPDIFF_FACEXLIB_WEIGHTS)")
     restore.set_defaults(handler=cmd_restore)
@@ -181,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     degrade = commands.add_parser("degrade", help="make degraded copies, or a seeded clean/degraded test set")
     degrade.add_argument("inputs", nargs="+", help="image files and/or folders")
     degrade.add_argument("-o", "--output", required=True)
-    degrade.add_argument("--preset", default="moderate", choices=["moderate", "severe"])
+    degrade.add_argument("--preset", default=PRESET_NAMES[0], choices=PRESET_NAMES)
     degrade.add_argument("--seed", type=int, default=0)
     degrade.add_argument("--test-set", action="store_true", help="write OUTPUT/clean and OUTPUT/degraded pairs")
     degrade.add_argument("--face-size", type=int, default=128, help="test sets: side of the written faces")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -150,39 +149,3 @@ def image_seed(seed: int, name: str) -> np.random.Generator:
     """A generator that depends only on ``seed`` and the file name, not on listing order."""
     digest = np.frombuffer(name.encode("utf-8"), dtype=np.uint8)
     return np.random.default_rng([seed, *digest.tolist()])
-
-
-def make_test_set(
-    source: str | Path,
-    output: str | Path,
-    preset: str = "moderate",
-    face_size: int = 128,
-    seed: int = 0,
-    limit: int | None = None,
-    offset: int = 0,
-) -> list[str]:
-    """Write a fixed, seeded set of clean/degraded pairs from a folder of clean faces.
-
-    Writes ``output/clean/NAME.png`` (the face resized to ``face_size``) and
-    ``output/degraded/NAME.png``. The same arguments always give the same files, whatever
-    the order in which the file system lists the source folder. ``offset`` and ``limit``
-    select files ``offset .. offset + limit`` of the sorted folder (disjoint tuning and test
-    sets). Returns the names written.
-    """
-    from .image_io import list_images, load_image_file, resize_array, save_image
-
-    source, output = Path(source), Path(output)
-    files = list_images(source)
-    if not files:
-        raise ValueError(f"No images found in {source}")
-    files = files[offset : offset + limit] if limit else files[offset:]
-    degradation = Degradation(preset, face_size=face_size, color=False)
-    names = []
-    for path in files:
-        clean = resize_array(load_image_file(path), face_size)
-        degraded = degradation(clean, image_seed(seed, path.name))
-        name = path.name.split(".")[0] + ".png"
-        save_image(clean, output / "clean" / name)
-        save_image(degraded, output / "degraded" / name)
-        names.append(name)
-    return names

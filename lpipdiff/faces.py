@@ -9,15 +9,11 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
-from unittest import mock
 
 import numpy as np
 
 DETECTORS = {"mobilenet": "retinaface_mobile0.25", "resnet50": "retinaface_resnet50"}
 WEIGHTS_ENV = "LPIPDIFF_FACEXLIB_WEIGHTS"
-# The weights that ship beside a development checkout; elsewhere facexlib downloads them.
-_SHARED_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "weights" / "facexlib"
 
 # Where the 5 landmarks (eyes, nose tip, mouth corners) sit, as fractions of the face side.
 TEMPLATES = {
@@ -35,14 +31,29 @@ class NoFaceError(ValueError):
 
 
 def facexlib_weights_dir(weights_dir: str | os.PathLike | None = None) -> str | None:
-    """Argument, else ``$LPIPDIFF_FACEXLIB_WEIGHTS``, else ``../shared/weights/facexlib`` when present.
-
-    ``None`` lets facexlib download its weights into its own folder on a connected machine.
-    """
+    """The argument, else ``$LPIPDIFF_FACEXLIB_WEIGHTS``, else ``None``: facexlib then downloads its
+    weights into its own folder (on a connected machine)."""
     chosen = weights_dir or os.environ.get(WEIGHTS_ENV)
-    if chosen:
-        return str(chosen)
-    return str(_SHARED_WEIGHTS) if _SHARED_WEIGHTS.is_dir() else None
+    return str(chosen) if chosen else None
+
+
+def detection_helper(upscale: float, face_size: int, detector: str, device, weights_dir: str | None):
+    """facexlib's ``FaceRestoreHelper`` without its face parser.
+
+    The helper's own ``__init__`` always builds ParseNet (an 85 MB download) even with
+    ``use_parse=False``, and the paste-back here uses the square soft mask, so this sets up
+    what detection, alignment and paste-back read, and loads only the detector.
+    """
+    from facexlib.detection import init_detection_model
+    from facexlib.utils.face_restoration_helper import FaceRestoreHelper
+
+    helper = FaceRestoreHelper.__new__(FaceRestoreHelper)
+    helper.upscale_factor, helper.face_size, helper.crop_ratio = upscale, (face_size, face_size), (1, 1)
+    helper.template_3points, helper.pad_blur, helper.use_parse, helper.face_parse = False, False, False, None
+    helper.save_ext, helper.device = "png", device
+    helper.face_det = init_detection_model(DETECTORS[detector], half=False, device=device, model_rootpath=weights_dir)
+    helper.clean_all()
+    return helper
 
 
 @dataclass
@@ -89,8 +100,6 @@ class FaceRestorer:
         min_face_size: int = 0,
         template: str | np.ndarray = "utkface",
     ):
-        from facexlib.utils import face_restoration_helper
-
         if detector not in DETECTORS:
             raise ValueError(f"detector must be one of {sorted(DETECTORS)}, got {detector!r}")
         if not 1 <= upscale <= 8:
@@ -98,16 +107,7 @@ class FaceRestorer:
         self.pipeline = pipeline
         self.only_largest, self.min_face_size = only_largest, min_face_size
         face_size = pipeline.unet.config.face_size
-        # FaceRestoreHelper always builds ParseNet (an 85 MB download) even with use_parse=False.
-        with mock.patch.object(face_restoration_helper, "init_parsing_model", lambda **kwargs: None):
-            self.helper = face_restoration_helper.FaceRestoreHelper(
-                upscale,
-                face_size=face_size,
-                det_model=DETECTORS[detector],
-                use_parse=False,
-                device=pipeline.device,
-                model_rootpath=facexlib_weights_dir(weights_dir),
-            )
+        self.helper = detection_helper(upscale, face_size, detector, pipeline.device, facexlib_weights_dir(weights_dir))
         points = TEMPLATES[template] if isinstance(template, str) else np.asarray(template, dtype=np.float64)
         self.helper.face_template = points * face_size
         self._lock = threading.Lock()  # the helper keeps per-photo state

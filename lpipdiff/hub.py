@@ -1,22 +1,28 @@
 """Hugging Face Hub: export a self-contained model folder, write its card, publish model and Space.
 
 An exported folder loads with ``DiffusionPipeline.from_pretrained(folder_or_repo,
-trust_remote_code=True)`` in a Python without this package: the pipeline file and the
-modules it imports sit at the root, the UNet's module in ``unet/``, and model_index.json
-names them (diffusers' custom-code layout).
+trust_remote_code=True)`` in a Python without this package (the layout: ``hub_layout.py``).
 """
 
 from __future__ import annotations
 
+import ast
 import json
+import math
 import os
 import shutil
+import sys
 from pathlib import Path
 
-from .pipeline_lpipdiff import make_self_contained
+from . import pipeline_lpipdiff, unet
+from .hub_layout import make_self_contained, remote_code_files
+from .reports import results_table
 
 PACKAGE = Path(__file__).resolve().parent
+# The Space is made from a checkout: the demo and its files sit beside the package.
 ROOT = PACKAGE.parent
+# Import names whose pip package is called otherwise.
+PIP_NAMES = {"cv2": "opencv-python", "PIL": "pillow", "huggingface_hub": "huggingface_hub"}
 CITATION = """@inproceedings{bai2025lpipdiff,
   title     = {Identity-Preserving Diffusion for Face Restoration},
   author    = {Bai and Yang and Yang and Zhu and Xue},
@@ -42,7 +48,7 @@ def export(model: str | os.PathLike | None, output: str | os.PathLike, repo_id: 
     dtype = _saved_dtype(source)
     pipeline.to(dtype=dtype)
     pipeline.save_pretrained(output)
-    make_self_contained(output)
+    make_self_contained(output, pipeline_lpipdiff.__file__, unet.__file__)
     for extra in ("training_config.json", "evaluation.json"):
         if (source / extra).is_file():
             shutil.copy(source / extra, output / extra)
@@ -74,9 +80,9 @@ def model_card(folder: str | os.PathLike, repo_id: str):
         tags=["face-restoration", "diffusion", "lpipdiff", "blind-face-restoration"],
         datasets=["UTKFace"],
     )
-    inputs = ", ".join(
-        name for name, used in (("coordinates", unet.get("use_coordinates")), ("global context", unet.get("use_global_context"))) if used
-    )
+    conditioning = (("coordinates", unet.get("use_coordinates")), ("global context", unet.get("use_global_context")))
+    inputs = ", ".join(name for name, used in conditioning if used)
+    residual = "It diffuses the residual over the degraded input, so 'predict zero' returns the input. "
     lines = [
         "---", data.to_yaml(), "---", "",
         f"# LPIP-Diff face restoration ({unet['face_size']} px)", "",
@@ -85,10 +91,13 @@ def model_card(folder: str | os.PathLike, repo_id: str):
         f"{unet['patch_size']}-pixel patches, one UNet predicts each patch from the noisy patch, the degraded "
         f"patch and its position ({inputs}), the overlapping predictions are fused and the scheduler steps "
         "on the whole face. "
-        + ("It diffuses the residual over the degraded input, so 'predict zero' returns the input. " if unet.get("residual") else ""),
+        + (residual if unet.get("residual") else ""),
         "",
         "## Use it", "",
-        "Python, without installing anything but diffusers:", "",
+        "Python, without the `lpipdiff` package (the pipeline's code travels with the weights):", "",
+        "```bash",
+        "pip install " + " ".join(remote_code_requirements()),
+        "```", "",
         "```python",
         "import torch",
         "from diffusers import DiffusionPipeline",
@@ -108,13 +117,7 @@ def model_card(folder: str | os.PathLike, repo_id: str):
     if evaluation:
         lines += ["## Results", "", _metrics_table(evaluation), ""]
     if training:
-        args = training.get("args", {})
-        lines += [
-            "## Training", "",
-            f"Trained for {training.get('steps')} steps ({training.get('wall_seconds', 0) / 3600:.2f} h) on "
-            f"`{args.get('data')}` with {args.get('prediction_type')} prediction, batch {args.get('batch_size')} "
-            f"patches, learning rate {args.get('learning_rate')}, EMA {args.get('ema_decay')}.", "",
-        ]
+        lines += ["## Training", "", *training_summary(training), ""]
     lines += [
         "## Training data and licence", "",
         "Trained on UTKFace (Zhang, Song, Qi, CVPR 2017), which is provided for **non-commercial research "
@@ -122,7 +125,8 @@ def model_card(folder: str | os.PathLike, repo_id: str):
         "## Limitations", "",
         f"- Expects aligned faces at the framing of the training crops; whole photos need the `lpipdiff` "
         f"package's detection and alignment. Faces are restored at {unet['face_size']} px and resized back.",
-        "- A small model trained briefly on CPU: see the results for where it loses to the degraded input.",
+        "- A small model (" + f"{_parameter_count(folder) / 1e6:.2f}M parameters" + "): see the results for where "
+        "it loses to the degraded input.",
         "- Synthetic degradations (blur, downsampling, noise, JPEG) only; real-world damage may differ.", "",
         "## Citation", "", "```bibtex", CITATION, "```", "",
     ]
@@ -134,9 +138,47 @@ def _read_json(path: Path) -> dict:
 
 
 def _metrics_table(evaluation: dict) -> str:
-    from .evaluate import markdown_table
+    return results_table(evaluation)
 
-    return markdown_table(evaluation)
+
+def remote_code_requirements() -> list[str]:
+    """The pip packages the exported code imports (third-party top-level imports of the pipeline
+    file, the modules it needs and the UNet's module), read from the code itself."""
+    files = [Path(pipeline_lpipdiff.__file__), *remote_code_files(pipeline_lpipdiff.__file__), Path(unet.__file__)]
+    names = set()
+    for file in files:
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    third_party = names - set(sys.stdlib_module_names) - {"__future__"}
+    return sorted(PIP_NAMES.get(name, name) for name in third_party)
+
+
+def training_summary(training: dict) -> list[str]:
+    """What the recorded training config says: steps, time, machine, data and recipe, and each segment."""
+    args = training.get("args", {})
+    hours = training.get("wall_seconds", 0) / 3600
+    machine = training.get("machine", "an unrecorded machine")
+    lines = [
+        f"Trained for {training.get('steps')} steps ({hours:.2f} h of wall time) on {machine}, on "
+        f"`{args.get('data')}`: {args.get('prediction_type')} prediction"
+        + (" of the residual over the degraded input" if args.get("residual") else "")
+        + f", batches of {args.get('batch_size')} patches, learning rate {args.get('learning_rate')} "
+        f"({args.get('lr_schedule')}), EMA {args.get('ema_decay')}."
+    ]
+    for segment in training.get("segments", []):
+        first, last = segment["steps"]
+        lines.append(f"- steps {first}-{last} ({segment['wall_seconds'] / 60:.0f} min): {segment['how']}")
+    return lines
+
+
+def _parameter_count(folder: Path) -> int:
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "unet" / "diffusion_pytorch_model.safetensors"), "pt") as handle:
+        return sum(math.prod(handle.get_slice(name).get_shape()) for name in handle.keys())
 
 
 def _api(token: str | None):
@@ -175,33 +217,43 @@ def push(model, repo_id: str, private: bool = False, token: str | None = None, w
         return _publish(api, repo_id, folder, "model", private)
 
 
-SPACE_FILES = ["app.py", "requirements.txt", "examples"]
+SPACE_FILES = ["app.py", "requirements.txt", "examples", "README.md"]
+
+
+def space_front_matter(model_repo: str | None = None) -> str:
+    """The Space's front matter: the README's own (one source), plus the model repo it loads."""
+    readme = (ROOT / "README.md").read_text()
+    if not readme.startswith("---\n"):
+        raise HubError(f"{ROOT / 'README.md'} has no Space front matter")
+    front = readme[: readme.index("\n---\n", 4) + 1]
+    if model_repo:
+        front += f"models:\n  - {model_repo}\n"
+    return front + "---\n"
 
 
 def space_folder(output: Path, model_repo: str | None = None, bundle_model=None) -> Path:
     """The Space's files: the demo, the package, requirements, README front matter and the model
     (bundled, or named by LPIPDIFF_MODEL so the Space loads it from the model repo)."""
+    from .loading import DEFAULT_MODEL, resolve_model
+
+    missing = [name for name in SPACE_FILES if not (ROOT / name).exists()]
+    if missing:
+        raise HubError(f"push-space works from a checkout of the repository; {', '.join(missing)} not found in {ROOT}")
     output.mkdir(parents=True, exist_ok=True)
-    for name in SPACE_FILES:
+    for name in SPACE_FILES[:-1]:
         source = ROOT / name
         if source.is_dir():
             shutil.copytree(source, output / name, dirs_exist_ok=True)
         else:
             shutil.copy(source, output / name)
-    shutil.copytree(PACKAGE, output / "lpipdiff", ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
-    variables = ""
-    if model_repo:
-        variables = f"\nmodels:\n  - {model_repo}"
-    else:
-        from .loading import resolve_model
-
-        shutil.copytree(resolve_model(bundle_model), output / "checkpoints" / "lpipdiff-utkface-128", dirs_exist_ok=True)
-    import gradio
-
+    # With a model repo the Space downloads its weights; else it serves the bundled (or given) model.
+    skip = ["__pycache__", DEFAULT_MODEL.parent.name] if model_repo or bundle_model else ["__pycache__"]
+    shutil.copytree(PACKAGE, output / "lpipdiff", ignore=shutil.ignore_patterns(*skip), dirs_exist_ok=True)
+    if bundle_model and not model_repo:
+        bundled = output / "lpipdiff" / DEFAULT_MODEL.relative_to(PACKAGE)
+        shutil.copytree(resolve_model(bundle_model), bundled, dirs_exist_ok=True)
     (output / "README.md").write_text(
-        "---\ntitle: LPIP-Diff face restoration\nemoji: 🧑\ncolorFrom: indigo\ncolorTo: pink\nsdk: gradio\n"
-        f"sdk_version: {gradio.__version__}\npython_version: \"3.11\"\napp_file: app.py\npinned: false\n"
-        f"license: other{variables}\n---\n\n"
+        space_front_matter(model_repo) + "\n"
         "Identity-preserving blind face restoration (LPIP-Diff). Upload a degraded photo; faces are detected, "
         "restored patch by patch by a diffusion model and pasted back.\n"
     )

@@ -9,9 +9,11 @@ from pathlib import Path
 import torch
 
 from .pipeline_lpipdiff import LPIPDiffPipeline
-from .schedulers import swap_scheduler
+from .sampling import DEFAULT_SCHEDULER, swap_scheduler
 
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "checkpoints" / "lpipdiff-utkface-128"
+# Shipped inside the package (package data), so that a plain `pip install` has a default model
+# and works offline; other models are a folder or a Hub repo id away.
+DEFAULT_MODEL = Path(__file__).resolve().parent / "bundled" / "lpipdiff-utkface-128"
 MODEL_ENV = "LPIPDIFF_MODEL"
 
 
@@ -40,14 +42,14 @@ def resolve_model(model: str | os.PathLike | None = None) -> str:
         return str(chosen)  # a Hub repo id
     if path == DEFAULT_MODEL:
         raise ModelLoadError(
-            f"the bundled model is missing at {path}; run from a checkout of the repository or pass --model"
+            f"the bundled model is missing at {path}; reinstall lpipdiff or pass --model"
         )
     raise ModelLoadError(f"{chosen}: no such model folder (and not a Hub repo id of the form org/name)")
 
 
 def load_pipeline(
     model: str | os.PathLike | None = None,
-    scheduler: str = "ddim",
+    scheduler: str = DEFAULT_SCHEDULER,
     device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> LPIPDiffPipeline:

@@ -144,3 +144,30 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     trace_root = np.linalg.svd(centred_a @ centred_b.T, compute_uv=False).sum() / np.sqrt((n - 1) * (m - 1))
     traces = np.sum(centred_a**2) / (n - 1) + np.sum(centred_b**2) / (m - 1)
     return float(np.sum((a.mean(axis=0) - b.mean(axis=0)) ** 2) + traces - 2 * trace_root)
+
+
+class Metrics:
+    """All metrics, with the heavy models loaded once and the missing ones skipped."""
+
+    def __init__(self, fid: bool = True):
+        self.fid = fid
+        try:
+            self.geometry, self.lpips = FaceGeometry(), PerceptualDistance()
+        except ImportError as error:
+            raise SystemExit(
+                f"evaluation needs its extra packages: pip install -r requirements-eval.txt ({error})"
+            ) from None
+
+    def __call__(self, images: list[np.ndarray], references: list[np.ndarray]) -> dict[str, float]:
+        identity = [self.geometry.identity_distance(i, r) for i, r in zip(images, references)]
+        result = {
+            "psnr": float(np.mean([psnr(i, r) for i, r in zip(images, references)])),
+            "ssim": float(np.mean([ssim(i, r) for i, r in zip(images, references)])),
+            "lpips": float(np.mean([self.lpips(i, r) for i, r in zip(images, references)])),
+            "identity": float(np.mean(identity)),
+            "same_person": float(np.mean(np.asarray(identity) < SAME_PERSON_THRESHOLD)),
+            "landmarks": float(np.mean([self.geometry.landmark_distance(i, r) for i, r in zip(images, references)])),
+        }
+        if self.fid:
+            result["fid"] = frechet_inception_distance(images, references)
+        return result

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import inspect
-import json
-import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import PIL.Image
 import torch
 import torch.nn.functional as F
 from diffusers import DiffusionPipeline
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
+from .hub_layout import HubLayoutMixin
 from .image_io import InvalidImageError, array_to_pil, resize_array, to_rgb_array
 from .patches import FUSION_MODES, PatchGrid
 from .unet import coordinate_channels
@@ -47,7 +46,39 @@ class LPIPDiffPipelineOutput(BaseOutput):
     uncertainty: np.ndarray | torch.Tensor | list
 
 
-class LPIPDiffPipeline(DiffusionPipeline):
+class UncertaintyAccumulator:
+    """Per-pixel disagreement between overlapping patches, averaged over the denoising steps.
+
+    Each step's spread of the fused prediction is turned into a spread of its clean-face (x0)
+    estimate and weighted by the step's signal fraction ``alpha_bar_t``, so the noise-dominated
+    first steps count little.
+    """
+
+    def __init__(self, scheduler, batch: int, size: int, image_units: float, device):
+        self.scheduler, self.image_units = scheduler, image_units
+        self.spread_sum = torch.zeros(batch, 1, size, size, device=device, dtype=torch.float32)
+        self.weight_sum = 0.0
+
+    def add(self, spread: torch.Tensor, timestep) -> None:
+        signal = float(self.scheduler.alphas_cumprod[int(timestep)])
+        self.spread_sum += signal * self._x0_scale(signal) * spread.float().mean(dim=1, keepdim=True)
+        self.weight_sum += signal
+
+    def result(self) -> torch.Tensor:
+        """``(B, H, W)`` in image units (0..1)."""
+        return (self.spread_sum / max(self.weight_sum, 1e-12) * self.image_units)[:, 0]
+
+    def _x0_scale(self, alpha_bar: float) -> float:
+        """How a spread in the model's prediction maps to a spread in its x0 estimate."""
+        prediction_type = self.scheduler.config.prediction_type
+        if prediction_type == "epsilon":
+            return ((1 - alpha_bar) / max(alpha_bar, 1e-8)) ** 0.5
+        if prediction_type == "v_prediction":
+            return (1 - alpha_bar) ** 0.5
+        return 1.0
+
+
+class LPIPDiffPipeline(HubLayoutMixin, DiffusionPipeline):
     r"""Restores aligned faces with a patch-fusion conditional diffusion model (LPIP-Diff).
 
     At every denoising step the face is cut into overlapping patches; the UNet predicts
@@ -64,45 +95,16 @@ class LPIPDiffPipeline(DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "unet"
+    _callback_tensor_inputs = ["sample"]
 
     def __init__(self, unet, scheduler):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
 
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
-        """As ``DiffusionPipeline.from_pretrained``; where this class is imported from the installed
-        ``lpipdiff`` package it also loads Hub-layout folders and repo ids without remote code."""
-        if not cls.__module__.startswith("lpipdiff."):
-            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-        folder = Path(pretrained_model_name_or_path)
-        if not folder.is_dir():
-            from huggingface_hub import snapshot_download
-
-            hub_kwargs = {k: kwargs[k] for k in ("revision", "cache_dir", "token", "local_files_only") if k in kwargs}
-            folder = Path(snapshot_download(str(pretrained_model_name_or_path), **hub_kwargs,
-                                            allow_patterns=["*.json", "unet/*.safetensors", "scheduler/*"]))
-        index_file = folder / "model_index.json"
-        index = json.loads(index_file.read_text()) if index_file.is_file() else {}
-        if not isinstance(index.get("_class_name"), list):
-            return super().from_pretrained(folder, **kwargs)
-        import diffusers
-
-        from .unet import PatchFusionUNet
-
-        model_kwargs = {k: kwargs[k] for k in ("dtype", "torch_dtype", "use_safetensors") if k in kwargs}
-        unet = kwargs.get("unet") or PatchFusionUNet.from_pretrained(folder, subfolder="unet", **model_kwargs)
-        scheduler = kwargs.get("scheduler") or getattr(diffusers, index["scheduler"][1]).from_pretrained(
-            folder, subfolder="scheduler"
-        )
-        return cls(unet=unet, scheduler=scheduler)
-
-    def save_pretrained(self, save_directory, **kwargs):
-        super().save_pretrained(save_directory, **kwargs)
-        if not type(self).__module__.startswith("lpipdiff."):
-            # Loaded as Hub remote code: diffusers just wrote module paths of its own module
-            # cache into model_index.json; write the code and the Hub layout again.
-            make_self_contained(save_directory, inspect.getfile(type(self)), inspect.getfile(type(self.unet)))
+    @property
+    def num_timesteps(self) -> int:
+        """How many denoising steps the current (or last) call runs."""
+        return self._num_timesteps
 
     @torch.no_grad()
     def __call__(
@@ -116,7 +118,8 @@ class LPIPDiffPipeline(DiffusionPipeline):
         output_type: str = "pil",
         return_dict: bool = True,
         unet_batch_size: int = 64,
-        callback_on_step_end: Callable[[int, int], None] | None = None,
+        callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
+        callback_on_step_end_tensor_inputs: list[str] = ("sample",),
     ) -> LPIPDiffPipelineOutput | tuple:
         r"""Restore one face or a list of faces.
 
@@ -148,9 +151,15 @@ class LPIPDiffPipeline(DiffusionPipeline):
                 return a [`LPIPDiffPipelineOutput`] instead of a tuple ``(images, uncertainty)``.
             unet_batch_size (`int`, defaults to 64):
                 how many patches go through the UNet at once (memory versus speed).
-            callback_on_step_end (`Callable[[int, int], None]`, *optional*):
-                called as ``callback(step_index, total_steps)`` after every denoising step,
-                for progress bars in user interfaces.
+            callback_on_step_end (`Callable`, `PipelineCallback` or `MultiPipelineCallbacks`, *optional*):
+                diffusers' step callback, called after every denoising step as
+                ``callback_on_step_end(pipeline, step_index, timestep, callback_kwargs)``;
+                ``callback_kwargs`` holds the tensors named in ``callback_on_step_end_tensor_inputs``
+                and the callback returns a dict, whose ``"sample"`` (if any) replaces the sample.
+                ``pipeline.num_timesteps`` is the number of steps of the call (for progress bars).
+            callback_on_step_end_tensor_inputs (`list[str]`, defaults to ``["sample"]``):
+                which tensors the callback receives; only ``"sample"`` (the whole-face diffused
+                sample after the step) is available.
 
         Returns:
             [`LPIPDiffPipelineOutput`] or `tuple`. ``uncertainty`` is, per pixel, the weighted
@@ -159,9 +168,54 @@ class LPIPDiffPipeline(DiffusionPipeline):
             signal fraction ``alpha_bar_t`` (so the noise-dominated first steps count little),
             in image units (0..1). It is zero where a single patch covers a pixel.
         """
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         config = self.unet.config
-        face_size, patch_size = config.face_size, config.patch_size
-        patch_stride = patch_stride or max(1, patch_size // 2)
+        patch_stride = patch_stride or max(1, config.patch_size // 2)
+        self.check_inputs(num_inference_steps, strength, fusion, output_type, callback_on_step_end_tensor_inputs)
+
+        # 1. Inputs: RGB in [-1, 1] at face_size, and their sizes to restore them to.
+        degraded, sizes = self.preprocess(image)
+        batch, device = degraded.shape[0], degraded.device
+        if isinstance(generator, list) and len(generator) != batch:
+            raise ValueError(f"got {len(generator)} generators for {batch} images")
+
+        # 2. The patch grid, and the conditioning patches, which do not change over the steps.
+        grid = PatchGrid(config.face_size, config.face_size, config.patch_size, patch_stride, fusion)
+        condition = self.patch_conditioning(degraded, grid)
+
+        # 3. Timesteps; strength < 1 skips the first, noisiest ones.
+        timesteps = self.get_timesteps(num_inference_steps, strength, device)
+        self._num_timesteps = len(timesteps)
+
+        # 4. The starting sample: noise, or the diffused input noised to the first timestep.
+        sample = self.prepare_sample(degraded, timesteps[:1], strength, generator)
+
+        # 5. Denoising loop: crop, predict every patch, fuse, one scheduler step on the whole face.
+        extra_step_kwargs = {"generator": generator} if accepts(self.scheduler.step, "generator") else {}
+        uncertainty = UncertaintyAccumulator(self.scheduler, batch, config.face_size, self.unet.image_units, device)
+        for i, t in enumerate(self.progress_bar(timesteps)):
+            noisy_patches = grid.crop(self.scheduler.scale_model_input(sample, t))
+            prediction = self.predict_patches(noisy_patches, t, condition, unet_batch_size)
+            fused, spread = grid.fuse(prediction, return_spread=True)
+            uncertainty.add(spread, t)
+            sample = self.scheduler.step(fused, t, sample, **extra_step_kwargs).prev_sample
+            if callback_on_step_end is not None:
+                step_tensors = {"sample": sample}
+                callback_kwargs = {name: step_tensors[name] for name in callback_on_step_end_tensor_inputs}
+                sample = callback_on_step_end(self, i, t, callback_kwargs).pop("sample", sample)
+
+        # 6. Back to images at the input sizes.
+        restored = ((self.unet.decode(sample, degraded).float() + 1) / 2).clamp(0, 1)
+        images = self.postprocess(restored.permute(0, 2, 3, 1), sizes, output_type)
+        maps = self.postprocess(uncertainty.result()[..., None], sizes, output_type, is_map=True)
+
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return images, maps
+        return LPIPDiffPipelineOutput(images=images, uncertainty=maps)
+
+    def check_inputs(self, num_inference_steps, strength, fusion, output_type, callback_on_step_end_tensor_inputs):
         if fusion not in FUSION_MODES:
             raise ValueError(f"fusion must be one of {FUSION_MODES}, got {fusion!r}")
         if not 0.0 < strength <= 1.0:
@@ -170,92 +224,65 @@ class LPIPDiffPipeline(DiffusionPipeline):
             raise ValueError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
         if output_type not in ("pil", "np", "pt"):
             raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
+        unknown = [name for name in callback_on_step_end_tensor_inputs if name not in self._callback_tensor_inputs]
+        if unknown:
+            raise ValueError(f"callback_on_step_end_tensor_inputs: {unknown} not in {self._callback_tensor_inputs}")
 
-        # 1. Inputs: RGB in [-1, 1] at face_size.
-        faces = split_batch(image)
-        arrays = [to_rgb_array(face) for face in faces]
-        sizes = [(array.shape[1], array.shape[0]) for array in arrays]
-        batch = len(arrays)
-        if isinstance(generator, list) and len(generator) != batch:
-            raise ValueError(f"got {len(generator)} generators for {batch} images")
-        device, dtype = self._execution_device, self.unet.dtype
+    def preprocess(self, image) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+        """Any accepted ``image`` argument -> ``(B, 3, F, F)`` in [-1, 1] on the execution device, and
+        the (width, height) of every input."""
+        arrays = [to_rgb_array(face) for face in split_batch(image)]
+        face_size = self.unet.config.face_size
         degraded = torch.stack([torch.from_numpy(resize_array(a, face_size)).permute(2, 0, 1) for a in arrays])
-        degraded = (degraded * 2 - 1).to(device=device, dtype=dtype)
+        degraded = (degraded * 2 - 1).to(device=self._execution_device, dtype=self.unet.dtype)
+        return degraded, [(array.shape[1], array.shape[0]) for array in arrays]
 
-        # 2. The conditioning patches do not change over the steps: crop them once.
-        grid = PatchGrid(face_size, face_size, patch_size, patch_stride, fusion)
-        degraded_patches = grid.crop(degraded)
-        coordinates = grid.crop(coordinate_channels(face_size, device, dtype)).repeat(batch, 1, 1, 1)
+    def patch_conditioning(self, degraded: torch.Tensor, grid: PatchGrid) -> dict[str, torch.Tensor]:
+        """The UNet's inputs besides the noisy patch, one row per patch: the degraded patch, where
+        the patch lies in the face, and the whole degraded face at patch resolution."""
+        patch_size = self.unet.config.patch_size
+        coordinates = coordinate_channels(self.unet.config.face_size, degraded.device, degraded.dtype)
         context = F.interpolate(degraded, size=(patch_size, patch_size), mode="area")
-        context = context.repeat_interleave(grid.num_patches, dim=0)
+        return {
+            "degraded": grid.crop(degraded),
+            "coordinates": grid.crop(coordinates).repeat(degraded.shape[0], 1, 1, 1),
+            "context": context.repeat_interleave(grid.num_patches, dim=0),
+        }
 
-        # 3. Timesteps; strength < 1 skips the first, noisiest ones.
+    def get_timesteps(self, num_inference_steps: int, strength: float, device) -> torch.Tensor:
+        """The scheduler's timesteps for ``num_inference_steps``, without the first ones that
+        ``strength < 1`` skips."""
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         steps_run = min(num_inference_steps, max(1, round(num_inference_steps * strength)))
         begin = (num_inference_steps - steps_run) * self.scheduler.order
-        timesteps = self.scheduler.timesteps[begin:]
         if hasattr(self.scheduler, "set_begin_index"):
             self.scheduler.set_begin_index(begin)
+        return self.scheduler.timesteps[begin:]
 
-        # 4. Starting sample. In residual mode the diffused quantity of the input itself is zero.
-        clean_start = torch.zeros_like(degraded) if config.residual else degraded
-        noise = randn_tensor(degraded.shape, generator=generator, device=device, dtype=dtype)
+    def prepare_sample(self, degraded, first_timestep, strength, generator) -> torch.Tensor:
+        noise = randn_tensor(degraded.shape, generator=generator, device=degraded.device, dtype=degraded.dtype)
         if strength < 1.0:
-            sample = self.scheduler.add_noise(clean_start, noise, timesteps[:1].repeat(batch))
-        else:
-            sample = noise * self.scheduler.init_noise_sigma
+            # The diffused quantity of the input itself (zero in residual mode), noised.
+            start = self.unet.encode(degraded, degraded)
+            return self.scheduler.add_noise(start, noise, first_timestep.repeat(degraded.shape[0]))
+        return noise * self.scheduler.init_noise_sigma
 
-        # 5. Denoising loop: crop, predict every patch, fuse, one scheduler step on the whole face.
-        step_kwargs = {"generator": generator} if accepts(self.scheduler.step, "generator") else {}
-        spread_sum = torch.zeros(batch, 1, face_size, face_size, device=device, dtype=torch.float32)
-        weight_sum = 0.0
-        for i, t in enumerate(self.progress_bar(timesteps)):
-            noisy_patches = grid.crop(self.scheduler.scale_model_input(sample, t))
-            prediction = torch.cat(
-                [
-                    self.unet(
-                        noisy_patches[j : j + unet_batch_size],
-                        t,
-                        degraded_patches[j : j + unet_batch_size],
-                        coordinates[j : j + unet_batch_size],
-                        context[j : j + unet_batch_size],
-                    )
-                    for j in range(0, noisy_patches.shape[0], unet_batch_size)
-                ]
-            )
-            fused, spread = grid.fuse(prediction, return_spread=True)
-            signal = self._signal_fraction(t)
-            spread_sum += signal * self._x0_scale(signal) * spread.float().mean(dim=1, keepdim=True)
-            weight_sum += signal
-            sample = self.scheduler.step(fused, t, sample, **step_kwargs).prev_sample
-            if callback_on_step_end is not None:
-                callback_on_step_end(i, len(timesteps))
+    def predict_patches(self, noisy_patches, timestep, condition: dict, batch_size: int) -> torch.Tensor:
+        """The UNet's prediction for every patch, ``batch_size`` patches at a time."""
+        predictions = []
+        for start in range(0, noisy_patches.shape[0], batch_size):
+            rows = slice(start, start + batch_size)
+            inputs = {name: patches[rows] for name, patches in condition.items()}
+            predictions.append(self.unet(noisy_patches[rows], timestep, **inputs))
+        return torch.cat(predictions)
 
-        # 6. Back to images at the input sizes.
-        restored = degraded + sample / config.residual_scale if config.residual else sample
-        restored = ((restored.float() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
-        to_image_units = 0.5 / (config.residual_scale if config.residual else 1.0)
-        uncertainty = (spread_sum / max(weight_sum, 1e-12) * to_image_units)[:, 0].cpu().numpy()
-        images = [resize_array(face, size) for face, size in zip(restored, sizes)]
-        maps = [resize_array(m[..., None], size)[..., 0] for m, size in zip(uncertainty, sizes)]
-        images, maps = format_output(images, output_type), format_output(maps, output_type, is_map=True)
-
-        self.maybe_free_model_hooks()
-        if not return_dict:
-            return images, maps
-        return LPIPDiffPipelineOutput(images=images, uncertainty=maps)
-
-    def _signal_fraction(self, timestep) -> float:
-        return float(self.scheduler.alphas_cumprod[int(timestep)])
-
-    def _x0_scale(self, alpha_bar: float) -> float:
-        """How a spread in the model's prediction maps to a spread in its x0 estimate."""
-        prediction_type = self.scheduler.config.prediction_type
-        if prediction_type == "epsilon":
-            return ((1 - alpha_bar) / max(alpha_bar, 1e-8)) ** 0.5
-        if prediction_type == "v_prediction":
-            return (1 - alpha_bar) ** 0.5
-        return 1.0
+    @staticmethod
+    def postprocess(images: torch.Tensor, sizes, output_type: str, is_map: bool = False):
+        """``(B, F, F, C)`` results in [0, 1] -> each at its input's size, as ``output_type`` asks."""
+        resized = [resize_array(image, size) for image, size in zip(images.cpu().numpy(), sizes)]
+        if is_map:
+            resized = [m[..., 0] for m in resized]
+        return format_output(resized, output_type, is_map=is_map)
 
 
 def split_batch(image) -> list:
@@ -284,26 +311,3 @@ def format_output(arrays: list[np.ndarray], output_type: str, is_map: bool = Fal
         tensors = [torch.from_numpy(a) if is_map else torch.from_numpy(a).permute(2, 0, 1) for a in arrays]
         return torch.stack(tensors) if same_size else tensors
     return np.stack(arrays) if same_size else arrays
-
-
-REMOTE_UNET_MODULE = "lpipdiff_unet"
-REMOTE_CODE_FILES = ("image_io.py", "patches.py", "unet.py")
-
-
-def make_self_contained(folder, pipeline_file=None, unet_file=None) -> None:
-    """Give a saved pipeline folder diffusers' custom-code layout, so that
-    ``DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)`` needs no ``lpipdiff``:
-    this file and the modules it imports at the root, the UNet's module in ``unet/``."""
-    folder = Path(folder)
-    pipeline_file = Path(pipeline_file or __file__)
-    unet_file = Path(unet_file or pipeline_file.parent / "unet.py")
-    shutil.copy(pipeline_file, folder / "pipeline_lpipdiff.py")
-    for name in REMOTE_CODE_FILES:
-        shutil.copy(pipeline_file.parent / name, folder / name)
-    (folder / "unet").mkdir(exist_ok=True)
-    shutil.copy(unet_file, folder / "unet" / f"{REMOTE_UNET_MODULE}.py")
-    index_file = folder / "model_index.json"
-    index = json.loads(index_file.read_text())
-    index["_class_name"] = ["pipeline_lpipdiff", "LPIPDiffPipeline"]
-    index["unet"] = [REMOTE_UNET_MODULE, "PatchFusionUNet"]
-    index_file.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")

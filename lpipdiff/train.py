@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from .data import FacePatchDataset
 from .pipeline_lpipdiff import DEFAULT_STEPS, LPIPDiffPipeline
-from .schedulers import default_scheduler
+from .sampling import default_scheduler
 from .unet import PatchFusionUNet
 
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -179,9 +179,9 @@ class Validator:
             self.geometry = None
 
     def __call__(self, unet, step: int) -> dict:
-        from .evaluate import restore_all
         from .image_io import save_image
         from .metrics import psnr
+        from .sampling import restore_all
 
         pipeline = LPIPDiffPipeline(unet=unet, scheduler=default_scheduler(self.prediction_type))
         pipeline.set_progress_bar_config(disable=True)

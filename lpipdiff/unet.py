@@ -88,3 +88,21 @@ class PatchFusionUNet(ModelMixin, ConfigMixin):
         if not torch.is_tensor(timestep) or timestep.ndim == 0:
             timestep = torch.full((sample.shape[0],), int(timestep), device=sample.device, dtype=torch.long)
         return self.unet(sample, timestep).sample
+
+    def encode(self, clean: torch.Tensor, degraded: torch.Tensor) -> torch.Tensor:
+        """What is diffused for a clean face (or patch): the face itself, or in residual mode the
+        scaled residual over the degraded input (so that the input itself encodes to zero)."""
+        if self.config.residual:
+            return self.config.residual_scale * (clean - degraded)
+        return clean
+
+    def decode(self, sample: torch.Tensor, degraded: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`encode`: the clean face a diffused sample stands for."""
+        if self.config.residual:
+            return degraded + sample / self.config.residual_scale
+        return sample
+
+    @property
+    def image_units(self) -> float:
+        """How far the decoded face moves, in [0, 1] image units, per unit of the diffused sample."""
+        return 0.5 / (self.config.residual_scale if self.config.residual else 1.0)

@@ -1,3 +1,4 @@
+import os
 import shutil
 from pathlib import Path
 
@@ -6,11 +7,13 @@ import torch
 
 from lpipdiff import LPIPDiffPipeline, PatchFusionUNet
 from lpipdiff.image_io import list_images, load_image_file, resize_array
-from lpipdiff.schedulers import default_scheduler
+from lpipdiff.sampling import default_scheduler
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 UTKFACE_VAL = SHARED / "data" / "utkface" / "val"
 UTKFACE_TRAIN = SHARED / "data" / "utkface" / "train"
+# The detector weights of a development checkout; the CLI subprocesses of the tests inherit this.
+os.environ.setdefault("LPIPDIFF_FACEXLIB_WEIGHTS", str(SHARED / "weights" / "facexlib"))
 
 
 def tiny_unet(face_size=32, patch_size=16, **overrides) -> PatchFusionUNet:

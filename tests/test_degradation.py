@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from lpipdiff.degradation import PRESETS, Degradation, image_seed, make_test_set
+from lpipdiff.degradation import PRESETS, Degradation, image_seed
+from lpipdiff.pairs import make_test_set
 from lpipdiff.image_io import list_images, load_image_file
 from lpipdiff.metrics import psnr
 

@@ -5,7 +5,7 @@ import json
 import numpy as np
 
 from lpipdiff.cli import main
-from lpipdiff.evaluate import load_pairs
+from lpipdiff.pairs import load_pairs
 from lpipdiff.metrics import psnr
 
 from conftest import UTKFACE_VAL

@@ -137,8 +137,11 @@ def test_push_space_uploads_app_package_and_front_matter(saved_pipeline, monkeyp
     assert "sdk: gradio" in readme and 'python_version: "3.11"' in readme and "app_file: app.py" in readme
     assert (folder / "lpipdiff" / "pipeline_lpipdiff.py").is_file() and (folder / "app.py").is_file()
     assert (folder / "requirements.txt").is_file() and list((folder / "examples").glob("*.png"))
+    assert not (folder / "lpipdiff" / "bundled").exists()  # the Space downloads the model repo
+    assert readme.startswith(hub.space_front_matter()[:-4]) and "models:\n  - org/name" in readme
     bundled = hub.space_folder(tmp_path / "bundled", bundle_model=saved_pipeline)
-    assert (bundled / "checkpoints" / "lpipdiff-utkface-128" / "model_index.json").is_file()
+    weights = bundled / "lpipdiff" / "bundled" / "lpipdiff-utkface-128" / "unet" / "diffusion_pytorch_model.safetensors"
+    assert weights.read_bytes() == (saved_pipeline / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
 
 
 def test_push_without_token_or_network_fails_clearly(saved_pipeline, monkeypatch, tmp_path, capsys):
@@ -150,3 +153,52 @@ def test_push_without_token_or_network_fails_clearly(saved_pipeline, monkeypatch
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     assert main(["push", "--model", str(saved_pipeline), "--repo-id", "org/name", "--token", "hf_test"]) == 1
     assert "offline?" in capsys.readouterr().err
+
+
+def test_remote_code_is_exactly_what_the_pipeline_file_imports(exported):
+    """The copied modules are the pipeline file's relative imports, followed transitively."""
+    import ast
+
+    package = ROOT / "lpipdiff"
+    needed, todo = set(), ["pipeline_lpipdiff"]
+    while todo:
+        tree = ast.parse((package / f"{todo.pop()}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module not in needed:
+                needed.add(node.module)
+                todo.append(node.module)
+    copied = {p.stem for p in exported.glob("*.py")} - {"pipeline_lpipdiff"}
+    assert copied == needed and "hub_layout" in needed
+    for name in needed:
+        assert (exported / f"{name}.py").read_text() == (package / f"{name}.py").read_text()
+
+
+def test_from_pretrained_passes_every_keyword_on(exported):
+    import torch
+
+    from lpipdiff import LPIPDiffPipeline
+
+    assert LPIPDiffPipeline.from_pretrained(exported, torch_dtype=torch.float16).unet.dtype == torch.float16
+    with pytest.raises(OSError, match="fp8"):  # a variant that is not there is an error, not ignored
+        LPIPDiffPipeline.from_pretrained(exported, variant="fp8")
+
+
+def test_model_card_says_what_to_install_and_how_it_was_trained(saved_pipeline, tmp_path):
+    record = {"steps": 2000, "wall_seconds": 7200, "machine": "one test machine",
+              "args": {"data": "faces/", "prediction_type": "v_prediction", "residual": True, "batch_size": 16,
+                       "learning_rate": 3e-4, "lr_schedule": "cosine", "ema_decay": 0.999},
+              "segments": [{"steps": [0, 2000], "wall_seconds": 7200, "how": "the only segment"}]}
+    (saved_pipeline / "training_config.json").write_text(json.dumps(record))
+    card = (hub.export(saved_pipeline, tmp_path / "out") / "README.md").read_text()
+    install = next(line for line in card.splitlines() if line.startswith("pip install "))
+    assert set(install.split()[2:]) == {"diffusers", "numpy", "opencv-python", "pillow", "torch", "huggingface_hub"}
+    assert "2000 steps (2.00 h of wall time) on one test machine" in card and "the only segment" in card
+    assert "briefly on CPU" not in card
+
+
+def test_space_front_matter_is_the_readme_s_and_matches_the_pinned_gradio():
+    import gradio
+
+    front = hub.space_front_matter()
+    assert (ROOT / "README.md").read_text().startswith(front)
+    assert f"sdk_version: {gradio.__version__}\n" in front

@@ -4,7 +4,6 @@ import cv2
 import numpy as np
 import pytest
 
-from lpipdiff.evaluate import markdown_table
 from lpipdiff.metrics import (
     SAME_PERSON_THRESHOLD,
     FaceGeometry,
@@ -14,6 +13,7 @@ from lpipdiff.metrics import (
     psnr,
     ssim,
 )
+from lpipdiff.reports import results_table
 
 
 @pytest.fixture(scope="module")
@@ -74,5 +74,5 @@ def test_frechet_distance_matches_scipy_sqrtm():
 
 def test_markdown_table():
     results = {"presets": {"severe": {"degraded input": {"n": 2, "psnr": 20.0}, "LPIP-Diff": {"n": 2, "psnr": 21.25, "seconds_per_face": 1.5}}}}
-    table = markdown_table(results)
+    table = results_table(results)
     assert "| severe | LPIP-Diff | 2 | 21.25 | 1.5 |" in table and "PSNR" in table

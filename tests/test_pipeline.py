@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler
 
 from lpipdiff import LPIPDiffPipeline, PatchFusionUNet, coordinate_channels
-from lpipdiff.schedulers import SCHEDULERS, swap_scheduler
+from lpipdiff.image_io import resize_array
+from lpipdiff.sampling import SCHEDULERS, swap_scheduler
 
 from conftest import generator, tiny_pipeline
 
@@ -52,9 +53,35 @@ def test_every_scheduler_runs(pipeline, val_faces, name):
 def test_strength_below_one_runs_the_last_steps_only(pipeline, val_faces, name):
     swap_scheduler(pipeline, name)
     calls = []
-    pipeline(val_faces[0], num_inference_steps=10, strength=0.3, generator=generator(),
-             callback_on_step_end=lambda i, n: calls.append(n))
-    assert len(calls) == 3
+
+    def callback(pipe, step, timestep, callback_kwargs):
+        calls.append((step, pipe.num_timesteps))
+        return callback_kwargs
+
+    pipeline(val_faces[0], num_inference_steps=10, strength=0.3, generator=generator(), callback_on_step_end=callback)
+    assert calls == [(0, 3), (1, 3), (2, 3)]
+
+
+def test_step_callback_follows_the_diffusers_contract(pipeline, val_faces):
+    """The callback sees the sample after each step and may replace it, as in diffusers' pipelines."""
+    seen = []
+
+    def zero_after_last_step(pipe, step, timestep, callback_kwargs):
+        seen.append((step, int(timestep), tuple(callback_kwargs["sample"].shape)))
+        if step == pipe.num_timesteps - 1:
+            return {"sample": torch.zeros_like(callback_kwargs["sample"])}
+        return {}
+
+    face = val_faces[2]
+    restored = pipeline(face, num_inference_steps=3, generator=generator(), output_type="np",
+                        callback_on_step_end=zero_after_last_step, callback_on_step_end_tensor_inputs=["sample"])
+    assert [s for s, _, _ in seen] == [0, 1, 2] and seen[0][1] > seen[-1][1]
+    assert seen[0][2] == (1, 3, 32, 32)
+    # A zero residual decodes to the degraded input itself (resized to the model and back).
+    expected = pipeline.postprocess(torch.from_numpy(resize_array(face, 32))[None], [(64, 64)], "np")
+    np.testing.assert_allclose(restored.images, expected, atol=1e-6)
+    with pytest.raises(ValueError, match="callback_on_step_end_tensor_inputs"):
+        pipeline(face, callback_on_step_end=zero_after_last_step, callback_on_step_end_tensor_inputs=["noise"])
 
 
 def test_low_strength_stays_closer_to_the_input(pipeline, val_faces):

@@ -7,7 +7,7 @@ from diffusers import DDPMScheduler
 from safetensors.torch import load_file
 
 from lpipdiff.data import FacePatchDataset
-from lpipdiff.schedulers import default_scheduler
+from lpipdiff.sampling import default_scheduler
 from lpipdiff.train import list_checkpoints, main, training_loss
 
 from conftest import copy_val_faces, tiny_unet
