@@ -12,6 +12,8 @@ import pytest
 
 from conftest import tiny_pipeline
 
+pytestmark = pytest.mark.slow  # a Gradio server, its client and a real browser
+
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 

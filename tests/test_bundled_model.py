@@ -11,6 +11,8 @@ from lpipdiff.metrics import SAME_PERSON_THRESHOLD, FaceGeometry, psnr
 
 from conftest import UTKFACE_VAL
 
+pytestmark = pytest.mark.slow  # the real model on real faces, with dlib
+
 
 @pytest.fixture(scope="module")
 def bundled():

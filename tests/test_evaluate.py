@@ -3,12 +3,15 @@
 import json
 
 import numpy as np
+import pytest
 
 from lpipdiff.cli import main
-from lpipdiff.pairs import load_pairs
 from lpipdiff.metrics import psnr
+from lpipdiff.pairs import load_pairs
 
 from conftest import UTKFACE_VAL
+
+pytestmark = pytest.mark.slow  # the evaluation command end to end, with dlib, ST-LPIPS and FID
 
 
 def evaluate(tmp_path, model, *extra):

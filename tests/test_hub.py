@@ -15,6 +15,8 @@ from lpipdiff.cli import main
 
 from conftest import generator
 
+pytestmark = pytest.mark.slow  # exports, subprocesses without lpipdiff, offline Hub cache
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Runs in a fresh interpreter where `import lpipdiff` fails, as on a machine without the package.
@@ -22,6 +24,7 @@ WITHOUT_LPIPDIFF = """
 import sys, numpy as np, torch
 sys.modules["lpipdiff"] = None
 from diffusers import DiffusionPipeline
+
 source, face, out = sys.argv[1], np.load(sys.argv[2]), sys.argv[3]
 pipe = DiffusionPipeline.from_pretrained(source, trust_remote_code=True)
 assert type(pipe).__name__ == "LPIPDiffPipeline" and not type(pipe).__module__.startswith("lpipdiff")

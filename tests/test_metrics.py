@@ -37,6 +37,7 @@ def test_psnr_and_ssim(faces):
     assert 0 < ssim(blurred(face), face) < ssim(blurred(face, 1.0), face) < 1
 
 
+@pytest.mark.slow
 def test_lpips(faces):
     lpips = PerceptualDistance()
     assert lpips(faces[0], faces[0]) == pytest.approx(0.0, abs=1e-6)
@@ -44,6 +45,7 @@ def test_lpips(faces):
     assert lpips(faces[1], faces[0]) > lpips(blurred(faces[0], 1.0), faces[0])
 
 
+@pytest.mark.slow
 def test_identity_and_landmarks(faces, geometry):
     a, b = faces[0], faces[1]
     assert geometry.identity_distance(a, a) == pytest.approx(0.0, abs=1e-6)
@@ -54,6 +56,7 @@ def test_identity_and_landmarks(faces, geometry):
     assert geometry.landmark_distance(blurred(a, 1.0), a) < geometry.landmark_distance(b, a)
 
 
+@pytest.mark.slow
 def test_fid(faces):
     assert abs(frechet_inception_distance(faces, faces)) < 1e-3
     assert frechet_inception_distance([blurred(f, 3.0) for f in faces], faces) > frechet_inception_distance(
