@@ -162,9 +162,9 @@ def build_demo() -> gr.Blocks:
                     scheduler = gr.Dropdown(sorted(SCHEDULERS), value="ddim", label="Scheduler")
                     seed = gr.Number(0, precision=0, label="Seed")
                     samples = gr.Slider(1, MAX_SAMPLES, value=1, step=1, label="Samples")
-                    detail = gr.Slider(0, 2, value=DEFAULT_DETAIL, step=0.25,
-                                       label="Input detail on faces larger than the model (1: all of it above the "
-                                             "model's resolution; 2: more, for clean photos; 0: none, softer)")
+                    detail = gr.Slider(0, 1, value=DEFAULT_DETAIL, step=0.25,
+                                       label="Input detail kept on faces larger than the model (1: all of it above "
+                                             "the model's resolution; 0: none, softer than the input)")
                 button = gr.Button("Restore", variant="primary", elem_id="restore-button")
                 gr.Markdown(LIMITS)
             with gr.Column():

@@ -6,8 +6,8 @@ Photos: the demo's two examples (scikit-image's astronaut, degraded) and photos 
 public-domain pictures that ship with installed packages: scikit-image's astronaut (NASA)
 and cameraman, and matplotlib's Grace Hopper (US Navy), rescaled to several face sizes and
 degraded with a fixed seed, or left as they are. Every photo is restored with the
-same seed at each ``detail``: 0 (the restoration alone, scaled up: the behaviour before
-``lpipdiff.detail``), 1 (the default) and 2.
+same seed at ``detail`` 0 (the restoration alone, scaled up: the behaviour before
+``lpipdiff.detail``) and at the default, 1.
 
 Per face: its size in the output (side of the aligned crop); the detail ratio, mean absolute
 Laplacian of the luma over the central 80 % of the aligned face region, restored photo over
@@ -37,7 +37,7 @@ from lpipdiff.metrics import FaceGeometry
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 FIGURE_SIDE = 256
-DETAILS = (0.0, DEFAULT_DETAIL, 2.0)
+DETAILS = (0.0, DEFAULT_DETAIL)
 
 
 def grace_hopper() -> np.ndarray:
@@ -125,8 +125,7 @@ def measure(args) -> tuple[list[dict], list[np.ndarray]]:
 
 
 HEADER = ("| photo | upscale | face px in output | path | detail ratio: detail 0 (before) | detail 1 (default) | "
-          "detail 2 | change, detail 1 | ID dist: detail 0 | detail 1 | detail 2 |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|")
+          "change, detail 1 | ID dist: detail 0 | detail 1 |\n|---|---|---|---|---|---|---|---|---|")
 
 
 def format_row(row: dict) -> str:
@@ -140,8 +139,8 @@ def format_row(row: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="pipeline folder (default: bundled model)")
-    parser.add_argument("--output", default=None, help="folder for per-face crops: bicubic | detail 0, 1, 2")
-    parser.add_argument("--figure", default=None, help="PNG of every face: bicubic | detail 0, 1, 2")
+    parser.add_argument("--output", default=None, help="folder for per-face crops: bicubic | detail 0 | detail 1")
+    parser.add_argument("--figure", default=None, help="PNG of every face: bicubic | detail 0 | detail 1")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     print(HEADER)

@@ -177,8 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--min-face-size", type=int, default=0, help="whole-photo: ignore smaller faces (pixels)")
     restore.add_argument("--detail", type=float, default=DEFAULT_DETAIL,
                          help="whole-photo, faces larger than the model: keep the input's detail finer than "
-                              "face_size/DETAIL px across the face (1: above the model's resolution; 2: also its "
-                              "finest octave, for clean photos; 0: none, softer than the input; max 4)")
+                              "face_size/DETAIL px across the face (1: all of it above the model's resolution; "
+                              "0: none, the restoration scaled up, softer than the input)")
     restore.add_argument("--detector", default="mobilenet", choices=["mobilenet", "resnet50"], help="whole-photo")
     restore.add_argument("--face-weights", default=None,
                          help="whole-photo: facexlib weights folder (default: $LPIPDIFF_FACEXLIB_WEIGHTS)")

@@ -11,8 +11,8 @@ the same aligned crop of the input, resampled with the Lanczos filter facexlib u
 background. The split is ``image = up(down(image)) + (image - up(down(image)))``, so a model
 that returned its input unchanged would give back exactly that crop of the upscaled input,
 and above the model's resolution the face matches the background it is blended into.
-``detail`` moves the split: the input supplies everything finer than ``face_size / detail``
-pixels across the face. Faces at or below the model's size keep facexlib's paste-back untouched.
+``detail`` (0..1) moves the split up: the input supplies everything finer than
+``face_size / detail`` pixels across the face. Faces at or below the model's size keep facexlib's paste-back untouched.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-# How far below the model's resolution the input's detail reaches: the input supplies every
-# band finer than ``face_size / detail`` pixels across the face. 1: exactly what the model
-# could not see, the cleanest setting that keeps all of the input's finer detail; 2: also the
-# top octave of the model's band (keeps the texture of clean photos, and the noise of noisy
-# ones); 0: none (the restoration alone, scaled up: softer than the input).
+# The input supplies every band finer than ``face_size / detail`` pixels across the face.
+# 1: all of its detail above the model's resolution, the only setting with nothing softer
+# than the input there; between 0 and 1 only its finest bands; 0: none (the restoration
+# alone, scaled up: softer than the input). Above 1 (input bands inside the model's own) was
+# measured and rejected: less detail and more of the input's damage (docs/RESULTS.md).
 DEFAULT_DETAIL = 1.0
-MAX_DETAIL = 4.0
+MAX_DETAIL = 1.0
 
 
 def output_scale(affine: np.ndarray, upscale: float) -> float:
@@ -53,8 +53,8 @@ def low_band(image: np.ndarray, model_size: int) -> np.ndarray:
 
 
 def keep_input_detail(restored: np.ndarray, input_crop: np.ndarray, detail: float = DEFAULT_DETAIL) -> np.ndarray:
-    """The restored face at ``input_crop``'s (larger) size: the restoration's bands coarser than
-    ``face_size / detail`` pixels across the face, the crop's finer ones. Float arrays in the
+    """The restored face at ``input_crop``'s (larger) size plus the crop's bands finer than
+    ``face_size / detail`` pixels across the face (``detail`` in 0..1). Float arrays in the
     inputs' value range; not clipped."""
     model_size = restored.shape[0]
     size = input_crop.shape[1], input_crop.shape[0]
@@ -63,8 +63,6 @@ def keep_input_detail(restored: np.ndarray, input_crop: np.ndarray, detail: floa
     upscaled = cv2.resize(restored, size, interpolation=cv2.INTER_LANCZOS4)
     if cutoff >= min(size):
         return upscaled
-    if cutoff < model_size:  # the input also replaces the restoration's finest bands: split both alike
-        upscaled = low_band(upscaled, round(cutoff))
     return upscaled + input_crop - low_band(input_crop, round(cutoff))
 
 

@@ -81,11 +81,10 @@ class FaceRestorer:
         template: ``"utkface"`` (the framing of the bundled model), ``"ffhq"``, or a 5x2 array
             of landmark positions as fractions of the face side.
         detail: for faces larger in the output than the model's face size: the input's detail
-            finer than ``face_size / detail`` pixels across the face is kept (0 to 4; see
-            :mod:`lpipdiff.detail`). 1 (default): all the detail above the model's resolution,
-            so no face loses what the upscaled input had there; 2: also the model's finest
-            octave (clean, detailed photos); 0: the restoration alone, scaled up, as before.
-            Faces at or below the model's size are unaffected.
+            finer than ``face_size / detail`` pixels across the face is kept (0 to 1; see
+            :mod:`lpipdiff.detail`). 1 (default): all of it above the model's resolution, so
+            no face loses what the upscaled input had there; 0: the restoration alone, scaled
+            up, as before. Faces at or below the model's size are unaffected.
     """
 
     def __init__(

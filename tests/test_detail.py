@@ -44,15 +44,15 @@ def test_the_restoration_supplies_the_band_the_model_sees(val_face_200):
     from_restoration = np.abs(low_band(face, 128) - low_band(upscaled, 128))
     from_input = np.abs(low_band(face, 128) - low_band(val_face_200, 128))
     assert from_restoration.mean() < 0.25 * from_input.mean()  # 0.15: the bands overlap a little at the split
-    # ...and above it, the input: the higher ``detail``, the more of the input's fine detail.
+    # ...and above it, the input: the higher ``detail``, the more of the input's finest bands.
     def fine_detail(image):
         def energy(x):
             return np.abs(cv2.Laplacian(x.astype(np.float32), cv2.CV_32F)).mean()
 
         return energy(image) / energy(val_face_200)
 
-    ratios = [fine_detail(keep_input_detail(restored, val_face_200, detail)) for detail in (0, 1, 2)]
-    assert ratios[0] < 0.3 < ratios[1] < ratios[2] < 1.05  # 0.16, 0.62, 0.92 measured
+    ratios = [fine_detail(keep_input_detail(restored, val_face_200, detail)) for detail in (0, 0.8, 1)]
+    assert ratios[0] < ratios[1] < ratios[2] < 1.05  # 0.16, 0.51, 0.62 measured
 
 
 @pytest.fixture(scope="module")
@@ -109,4 +109,4 @@ def test_detail_zero_is_the_old_paste_back_for_every_face():
     assert output_scale(result.affines[0], 2) > 4
     assert np.array_equal(result.image, old_paste_back(restorer, result))
     with pytest.raises(ValueError, match="detail"):
-        FaceRestorer(tiny_pipeline(), detail=5)
+        FaceRestorer(tiny_pipeline(), detail=2)
