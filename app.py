@@ -20,6 +20,7 @@ import numpy as np
 import PIL.Image
 import torch
 
+from lpipdiff.detail import DEFAULT_DETAIL
 from lpipdiff.faces import FaceRestorer, NoFaceError
 from lpipdiff.image_io import MAX_PIXELS, InvalidImageError, array_to_pil, load_image_file, save_image
 from lpipdiff.loading import ModelLoadError, load_pipeline
@@ -69,7 +70,7 @@ def colour_map(uncertainty: np.ndarray) -> np.ndarray:
 
 
 def restore(image_path, mode="Auto", steps=DEFAULT_STEPS, scheduler=DEFAULT_SCHEDULER, strength=DEFAULT_STRENGTH,
-            stride=32, seed=0, samples=1, progress=gr.Progress()):
+            stride=32, seed=0, samples=1, detail=DEFAULT_DETAIL, progress=gr.Progress()):
     """Restore the faces of one image. Returns (before/after, faces, uncertainty, PNG file, status)."""
     started = time.perf_counter()
     try:
@@ -96,7 +97,8 @@ def restore(image_path, mode="Auto", steps=DEFAULT_STEPS, scheduler=DEFAULT_SCHE
             generator = torch.Generator().manual_seed(seed + sample)
             if whole_photo:
                 try:
-                    result = face_restorer().restore(image, generator=generator, pipeline=pipeline, **sampling)
+                    result = face_restorer().restore(image, generator=generator, pipeline=pipeline,
+                                                     detail=float(detail), **sampling)
                     outputs.append((result.image, result.faces, result.restored_faces, result.uncertainty))
                     continue
                 except NoFaceError:
@@ -167,6 +169,9 @@ def build_demo() -> gr.Blocks:
                     scheduler = gr.Dropdown(sorted(SCHEDULERS), value=DEFAULT_SCHEDULER, label="Scheduler")
                     seed = gr.Number(0, precision=0, label="Seed")
                     samples = gr.Slider(1, MAX_SAMPLES, value=1, step=1, label="Samples")
+                    detail = gr.Slider(0, 1, value=DEFAULT_DETAIL, step=0.25,
+                                       label="Input detail kept on faces larger than the model (1: all of it above "
+                                             "the model's resolution; 0: none, softer than the input)")
                 button = gr.Button("Restore", variant="primary", elem_id="restore-button")
                 gr.Markdown(LIMITS)
             with gr.Column():
@@ -180,7 +185,7 @@ def build_demo() -> gr.Blocks:
             gr.Examples(examples, inputs=[image], label="Examples (the astronaut photo, degraded)")
         button.click(
             restore,
-            inputs=[image, mode, steps, scheduler, strength, stride, seed, samples],
+            inputs=[image, mode, steps, scheduler, strength, stride, seed, samples, detail],
             outputs=[slider, faces, uncertainty, download, status],
             api_name="restore",
         )

@@ -18,9 +18,9 @@ import json
 import time
 from pathlib import Path
 
+from lpipdiff.loading import load_pipeline
 from lpipdiff.metrics import Metrics
 from lpipdiff.pairs import ensure_pairs, load_pairs
-from lpipdiff.loading import load_pipeline
 from lpipdiff.reports import markdown_table
 from lpipdiff.sampling import PRESET_NAMES, restore_all
 

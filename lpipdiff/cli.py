@@ -63,7 +63,7 @@ def cmd_restore(args) -> int:
         from .faces import FaceRestorer
 
         restorer = FaceRestorer(pipeline, detector=args.detector, weights_dir=args.face_weights, upscale=args.upscale,
-                                only_largest=args.only_largest, min_face_size=args.min_face_size)
+                                only_largest=args.only_largest, min_face_size=args.min_face_size, detail=args.detail)
 
     output_dir = Path(args.output)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -154,6 +154,8 @@ def cmd_push(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .detail import DEFAULT_DETAIL
+
     parser = argparse.ArgumentParser(prog="lpipdiff", description="LPIP-Diff blind face restoration")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -165,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--upscale", type=float, default=1.0, help="whole-photo: upscale factor of the photo")
     restore.add_argument("--only-largest", action="store_true", help="whole-photo: restore only the largest face")
     restore.add_argument("--min-face-size", type=int, default=0, help="whole-photo: ignore smaller faces (pixels)")
+    restore.add_argument("--detail", type=float, default=DEFAULT_DETAIL,
+                         help="whole-photo, faces larger than the model: keep the input's detail finer than "
+                              "face_size/DETAIL px across the face (1: all of it above the model's resolution; "
+                              "0: none, the restoration scaled up, softer than the input)")
     restore.add_argument("--detector", default="mobilenet", choices=sorted(DETECTORS), help="whole-photo")
     restore.add_argument("--face-weights", default=None,
                          help="whole-photo: facexlib weights folder (default: $LPIPDIFF_FACEXLIB_WEIGHTS)")

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .detail import DEFAULT_DETAIL, MAX_DETAIL, paste_faces
+
 DETECTORS = {"mobilenet": "retinaface_mobile0.25", "resnet50": "retinaface_resnet50"}
 WEIGHTS_ENV = "LPIPDIFF_FACEXLIB_WEIGHTS"
 
@@ -65,6 +67,7 @@ class PhotoRestoration:
     restored_faces: list[np.ndarray] = field(default_factory=list)
     uncertainty: list[np.ndarray] = field(default_factory=list)
     boxes: list[tuple[float, float, float, float]] = field(default_factory=list)
+    affines: list[np.ndarray] = field(default_factory=list)  # input photo -> model-size face crop, per face
 
 
 def _to_bgr_uint8(image: np.ndarray) -> np.ndarray:
@@ -88,6 +91,11 @@ class FaceRestorer:
         min_face_size: ignore faces whose detection box is smaller than this (pixels).
         template: ``"utkface"`` (the framing of the bundled model), ``"ffhq"``, or a 5x2 array
             of landmark positions as fractions of the face side.
+        detail: for faces larger in the output than the model's face size: the input's detail
+            finer than ``face_size / detail`` pixels across the face is kept (0 to 1; see
+            :mod:`lpipdiff.detail`). 1 (default): all of it above the model's resolution, so
+            no face loses what the upscaled input had there; 0: the restoration alone, scaled
+            up, as before. Faces at or below the model's size are unaffected.
     """
 
     def __init__(
@@ -99,12 +107,15 @@ class FaceRestorer:
         only_largest: bool = False,
         min_face_size: int = 0,
         template: str | np.ndarray = "utkface",
+        detail: float = DEFAULT_DETAIL,
     ):
         if detector not in DETECTORS:
             raise ValueError(f"detector must be one of {sorted(DETECTORS)}, got {detector!r}")
         if not 1 <= upscale <= 8:
             raise ValueError(f"upscale must be between 1 and 8, got {upscale}")
-        self.pipeline = pipeline
+        if not 0 <= detail <= MAX_DETAIL:
+            raise ValueError(f"detail must be between 0 and {MAX_DETAIL:g}, got {detail}")
+        self.pipeline, self.detail = pipeline, detail
         self.only_largest, self.min_face_size = only_largest, min_face_size
         face_size = pipeline.unet.config.face_size
         self.helper = detection_helper(upscale, face_size, detector, pipeline.device, facexlib_weights_dir(weights_dir))
@@ -112,13 +123,14 @@ class FaceRestorer:
         self.helper.face_template = points * face_size
         self._lock = threading.Lock()  # the helper keeps per-photo state
 
-    def restore(self, image: np.ndarray, generator=None, pipeline=None, **sampling) -> PhotoRestoration:
+    def restore(self, image: np.ndarray, generator=None, pipeline=None, detail=None, **sampling) -> PhotoRestoration:
         """Restore all faces of an ``HxWx3`` float RGB photo.
 
-        ``pipeline`` overrides the restorer's own (same model, another scheduler, say);
-        ``sampling`` goes to the pipeline call.
+        ``pipeline`` overrides the restorer's own (same model, another scheduler, say), and
+        ``detail`` its ``detail``; ``sampling`` goes to the pipeline call.
         """
         pipeline = pipeline or self.pipeline
+        detail = self.detail if detail is None else detail
         with self._lock:
             helper = self.helper
             helper.clean_all()
@@ -140,16 +152,14 @@ class FaceRestorer:
             if generator is not None and not isinstance(generator, list):
                 generator = _split_generator(generator, len(faces))
             result = pipeline(faces, generator=generator, output_type="np", **sampling)
-            helper.get_inverse_affine()
-            for face in result.images:
-                helper.add_restored_face(_to_bgr_uint8(face))
-            photo = _to_rgb_float(helper.paste_faces_to_input_image())
+            photo = _to_rgb_float(paste_faces(helper, [_to_bgr_uint8(face) for face in result.images], detail))
             return PhotoRestoration(
                 image=photo,
                 faces=faces,
                 restored_faces=list(result.images),
                 uncertainty=list(result.uncertainty),
                 boxes=[tuple(float(v) for v in box[:4]) for box in helper.det_faces],
+                affines=[affine.copy() for affine in helper.affine_matrices],
             )
 
 
