@@ -8,9 +8,13 @@ The same function is served as the API endpoint ``restore`` (see README for grad
 
 from __future__ import annotations
 
+import contextvars
 import os
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as StillRunning
 from functools import lru_cache
 from pathlib import Path
 
@@ -24,8 +28,9 @@ from lpipdiff.detail import DEFAULT_DETAIL
 from lpipdiff.faces import FaceRestorer, NoFaceError
 from lpipdiff.image_io import MAX_PIXELS, InvalidImageError, array_to_pil, load_image_file, save_image
 from lpipdiff.loading import ModelLoadError, load_pipeline
+from lpipdiff.patches import PatchGrid
 from lpipdiff.pipeline_lpipdiff import LPIPDiffPipeline
-from lpipdiff.sampling import DEFAULT_SCHEDULER, DEFAULT_STEPS, DEFAULT_STRENGTH, SCHEDULERS
+from lpipdiff.sampling import DEFAULT_SCHEDULER, DEFAULT_STEPS, DEFAULT_STRENGTH, SCHEDULERS, check_seed
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 # A development checkout has the face detector's weights beside it (offline); elsewhere facexlib
@@ -35,10 +40,48 @@ if DEV_DETECTOR_WEIGHTS.is_dir():
     os.environ.setdefault("LPIPDIFF_FACEXLIB_WEIGHTS", str(DEV_DETECTOR_WEIGHTS))
 MODES = ["Auto", "Whole photo", "Aligned face"]
 MAX_STEPS, MAX_SAMPLES = 50, 4
+# The work of one request, in UNet patch evaluations (faces x samples x steps x patches a step).
+# The bundled model does about 45 a second on a free Space's 2 CPU cores, so the heaviest
+# request allowed takes about half a minute there (docs/BENCHMARKS.md).
+MAX_WORK = int(os.environ.get("LPIPDIFF_MAX_WORK", 1200))
+# And its wall time: a request still running after this long is stopped (a busy machine).
+MAX_SECONDS = float(os.environ.get("LPIPDIFF_MAX_SECONDS", 90))
+# A request whose page or client stopped listening this long ago is stopped at its next step.
+ABANDONED_AFTER = 5.0
+# Requests worked on at once; more wait in the queue (and beyond its size are refused).
+CONCURRENT_REQUESTS, QUEUE_SIZE = 2, 16
+# Auto mode treats an image without a detected face as an aligned face only when it looks like one.
+ALIGNED_MAX_SIDE, ALIGNED_MAX_ASPECT = 512, 1.5
 LIMITS = (
     f"Limits: images up to {MAX_PIXELS // 1_000_000} megapixels and 20 MB; up to {MAX_STEPS} steps and "
-    f"{MAX_SAMPLES} samples. Grayscale, RGBA (alpha is dropped) and 16-bit images are accepted."
+    f"{MAX_SAMPLES} samples, and {MAX_WORK} patch restorations a request (faces x samples x steps x patches "
+    f"per step; the largest faces are kept). Grayscale, RGBA (alpha is dropped) and 16-bit images are accepted."
 )
+WORKERS = ThreadPoolExecutor(max_workers=CONCURRENT_REQUESTS, thread_name_prefix="restore")
+running = threading.Semaphore(CONCURRENT_REQUESTS)  # tests read how many restorations are running
+
+
+class RequestStopped(Exception):
+    """The request ran out of time, or its client went away."""
+
+
+class Watchdog:
+    """Stops a restoration (from the pipeline's step callback) past its deadline or once nobody
+    is listening: the request's generator calls :meth:`beat` while its client is still there."""
+
+    def __init__(self, seconds: float):
+        self.started = self.last_beat = time.monotonic()
+        self.seconds = seconds
+
+    def beat(self) -> None:
+        self.last_beat = time.monotonic()
+
+    def check(self) -> None:
+        now = time.monotonic()
+        if now - self.last_beat > ABANDONED_AFTER:
+            raise RequestStopped("the client went away")
+        if now - self.started > self.seconds:
+            raise RequestStopped(f"stopped after {self.seconds:.0f} s: the server is busy; try fewer steps or samples")
 
 
 @lru_cache(maxsize=1)
@@ -69,26 +112,51 @@ def colour_map(uncertainty: np.ndarray) -> np.ndarray:
     return heat[..., ::-1]
 
 
-def restore(image_path, mode="Auto", steps=DEFAULT_STEPS, scheduler=DEFAULT_SCHEDULER, strength=DEFAULT_STRENGTH,
-            stride=32, seed=0, samples=1, detail=DEFAULT_DETAIL, progress=gr.Progress()):
-    """Restore the faces of one image. Returns (before/after, faces, uncertainty, PNG file, status)."""
+def affordable_faces(pipeline, samples: int, steps: int, strength: float, stride: int) -> int:
+    """How many faces one request may restore within ``MAX_WORK``; a clear error when not one."""
+    config = pipeline.unet.config
+    patches = PatchGrid(config.face_size, config.face_size, config.patch_size, stride).num_patches
+    per_face = samples * pipeline.steps_to_run(steps, strength) * patches
+    if per_face > MAX_WORK:
+        raise ValueError(
+            f"this request needs {per_face} patch restorations a face ({samples} sample(s) x "
+            f"{pipeline.steps_to_run(steps, strength)} steps x {patches} patches), more than the {MAX_WORK} "
+            "allowed: use fewer steps or samples, or a larger patch stride"
+        )
+    return MAX_WORK // per_face
+
+
+def looks_aligned(image: np.ndarray) -> bool:
+    height, width = image.shape[:2]
+    return max(height, width) <= ALIGNED_MAX_SIDE and max(height, width) / min(height, width) <= ALIGNED_MAX_ASPECT
+
+
+def restore_request(image_path, mode, steps, scheduler, strength, stride, seed, samples, detail, watchdog, progress):
+    """The work of one request (in a worker thread). Returns the five outputs."""
     started = time.perf_counter()
     try:
         if not image_path:
             raise InvalidImageError("upload an image first")
-        image = load_image_file(image_path)
-        steps, samples, seed = int(steps), int(samples), int(seed)
+        try:
+            image = load_image_file(image_path)
+        except InvalidImageError as error:  # name the upload, not the server's temporary path
+            raise InvalidImageError(str(error).replace(str(image_path), Path(image_path).name)) from None
+        steps, samples, seed, stride = int(steps), int(samples), check_seed(seed), int(stride)
         if not 1 <= steps <= MAX_STEPS or not 1 <= samples <= MAX_SAMPLES:
             raise ValueError(f"steps must be 1..{MAX_STEPS} and samples 1..{MAX_SAMPLES}")
+        if scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler must be one of {sorted(SCHEDULERS)}")
         pipeline = pipeline_with(scheduler)
+        max_faces = affordable_faces(pipeline, samples, steps, float(strength), stride)
         sample_index = [0]
 
         def advance(pipe, step, timestep, callback_kwargs):
+            watchdog.check()
             total = samples * pipe.num_timesteps
             progress((sample_index[0] * pipe.num_timesteps + step + 1, total), desc="denoising")
             return {}
 
-        sampling = dict(num_inference_steps=steps, strength=float(strength), patch_stride=int(stride),
+        sampling = dict(num_inference_steps=steps, strength=float(strength), patch_stride=stride,
                         callback_on_step_end=advance)
         whole_photo, note = mode != "Aligned face", ""
         outputs = []
@@ -98,16 +166,19 @@ def restore(image_path, mode="Auto", steps=DEFAULT_STEPS, scheduler=DEFAULT_SCHE
             if whole_photo:
                 try:
                     result = face_restorer().restore(image, generator=generator, pipeline=pipeline,
-                                                     detail=float(detail), **sampling)
+                                                     detail=float(detail), max_faces=max_faces, **sampling)
                     outputs.append((result.image, result.faces, result.restored_faces, result.uncertainty))
+                    if result.faces_found > len(result.faces):
+                        note = (f"Restored the {len(result.faces)} largest of {result.faces_found} faces "
+                                "(the limit of one request). ")
                     continue
                 except NoFaceError:
-                    if mode == "Whole photo":
+                    if mode == "Whole photo" or not looks_aligned(image):
                         raise
                     whole_photo, note = False, "No face detected: restored the image as an aligned face. "
             result = pipeline(image, generator=generator, output_type="np", **sampling)
             outputs.append((result.images[0], [image], [result.images[0]], [result.uncertainty[0]]))
-    except (InvalidImageError, NoFaceError, ModelLoadError, ValueError) as error:
+    except (InvalidImageError, NoFaceError, ModelLoadError, ValueError, RequestStopped) as error:
         raise gr.Error(str(error), print_exception=False) from None
 
     restored, faces_before, _, uncertainty = outputs[0]
@@ -129,6 +200,33 @@ def restore(image_path, mode="Auto", steps=DEFAULT_STEPS, scheduler=DEFAULT_SCHE
         str(download),
         status,
     )
+
+
+def counted(function, *args):
+    with running:
+        return function(*args)
+
+
+def restore(image_path, mode="Auto", steps=DEFAULT_STEPS, scheduler=DEFAULT_SCHEDULER, strength=DEFAULT_STRENGTH,
+            stride=32, seed=0, samples=1, detail=DEFAULT_DETAIL, progress=gr.Progress()):
+    """Restore the faces of one image. Yields (before/after, faces, uncertainty, PNG file, status).
+
+    The work runs in a worker thread; this generator wakes Gradio twice a second, so that the
+    request stays stoppable: when its client goes away Gradio stops pulling from it, the
+    watchdog stops hearing from it, and the work stops at its next denoising step.
+    """
+    watchdog = Watchdog(MAX_SECONDS)
+    arguments = (image_path, mode, steps, scheduler, strength, stride, seed, samples, detail, watchdog, progress)
+    # copy_context: gr.Progress finds its request through context variables.
+    job = WORKERS.submit(contextvars.copy_context().run, counted, restore_request, *arguments)
+    while True:
+        try:
+            outputs = job.result(timeout=0.5)
+            break
+        except StillRunning:
+            watchdog.beat()
+            yield tuple(gr.skip() for _ in range(5))
+    yield outputs
 
 
 class ImageUpload(gr.Image):
@@ -183,13 +281,15 @@ def build_demo() -> gr.Blocks:
         examples = sorted(str(p) for p in EXAMPLES.glob("*.png"))
         if examples:
             gr.Examples(examples, inputs=[image], label="Examples (the astronaut photo, degraded)")
-        button.click(
+        # A new request first clears the last one's status and file, so an error never sits
+        # under a stale "Restored ..." line.
+        button.click(lambda: ("", None), outputs=[status, download], queue=False, api_name=False).then(
             restore,
             inputs=[image, mode, steps, scheduler, strength, stride, seed, samples, detail],
             outputs=[slider, faces, uncertainty, download, status],
             api_name="restore",
         )
-    return demo.queue(max_size=16, default_concurrency_limit=1)
+    return demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENT_REQUESTS)
 
 
 if __name__ == "__main__":

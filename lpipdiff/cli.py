@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from .faces import DETECTORS
 from .image_io import IMAGE_EXTENSIONS, InvalidImageError, list_images
-from .sampling import PRESET_NAMES, add_sampling_arguments, sampling_kwargs
+from .sampling import PRESET_NAMES, add_sampling_arguments, sampling_kwargs, seed_argument
 
 
 def collect_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
@@ -28,15 +29,51 @@ def collect_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
     return files, problems
 
 
-def output_path(source: Path, output_dir: Path, taken: set[Path]) -> Path:
-    """``OUTDIR/NAME_restored.png``, never an input file nor an output already planned."""
-    candidate = output_dir / f"{source.stem}_restored.png"
+def output_path(source: Path, output_dir: Path, taken: set[Path], suffix: str) -> Path:
+    """``OUTDIR/NAME_SUFFIX.png``, never an input file nor an output already planned."""
+    candidate = output_dir / f"{source.stem}_{suffix}.png"
     number = 1
     while candidate.resolve() in taken:
-        candidate = output_dir / f"{source.stem}_restored_{number}.png"
+        candidate = output_dir / f"{source.stem}_{suffix}_{number}.png"
         number += 1
     taken.add(candidate.resolve())
     return candidate
+
+
+def prepare_output_folder(folder: Path) -> str | None:
+    """Create the output folder; a message when it cannot take the outputs."""
+    if folder.exists() and not folder.is_dir():
+        return f"{folder}: exists and is not a folder"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        return f"{folder}: cannot create the output folder ({error.strerror or error})"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"{folder}: the output folder is not writable"
+    return None
+
+
+def plan_outputs(files: list[Path], output_dir: Path, suffix: str, overwrite: bool):
+    """Where each input's result goes, decided before any work: ``{input: output}`` and messages
+    for the inputs whose output file exists already (kept unless ``overwrite``)."""
+    taken = {f.resolve() for f in files}
+    plan, problems = {}, []
+    for source in files:
+        target = output_path(source, output_dir, taken, suffix)
+        if target.exists() and not overwrite:
+            problems.append(f"{source}: {target} exists; pass --overwrite to replace it")
+        else:
+            plan[source] = target
+    return plan, problems
+
+
+def report(problems: list[str]) -> None:
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+
+
+# One bad file must not stop a batch: these end one file's work with its message.
+FILE_ERRORS = (InvalidImageError, ValueError, OSError, RuntimeError, MemoryError)
 
 
 def cmd_restore(args) -> int:
@@ -47,50 +84,53 @@ def cmd_restore(args) -> int:
     from .loading import ModelLoadError, load_pipeline
 
     files, problems = collect_inputs(args.inputs)
-    for problem in problems:
-        print(f"error: {problem}", file=sys.stderr)
-    if not files:
+    output_dir = Path(args.output)
+    folder_problem = prepare_output_folder(output_dir)
+    if folder_problem:
+        report(problems + [folder_problem])
+        return 2
+    plan, skipped = plan_outputs(files, output_dir, "restored", args.overwrite)
+    problems += skipped
+    report(problems)
+    if not plan:
         print("error: nothing to restore", file=sys.stderr)
         return 1
     try:
         pipeline = load_pipeline(args.model, scheduler=args.scheduler, device=args.device)
-    except ModelLoadError as error:
+        restorer = None
+        if args.whole_photo:
+            from .faces import FaceRestorer
+
+            restorer = FaceRestorer(pipeline, detector=args.detector, weights_dir=args.face_weights,
+                                    upscale=args.upscale, only_largest=args.only_largest,
+                                    min_face_size=args.min_face_size, detail=args.detail)
+    except (ModelLoadError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     pipeline.set_progress_bar_config(disable=True)
-    restorer = None
-    if args.whole_photo:
-        from .faces import FaceRestorer
 
-        restorer = FaceRestorer(pipeline, detector=args.detector, weights_dir=args.face_weights, upscale=args.upscale,
-                                only_largest=args.only_largest, min_face_size=args.min_face_size, detail=args.detail)
-
-    output_dir = Path(args.output)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    taken = {f.resolve() for f in files}
     failed = 0
     sampling = sampling_kwargs(args)
-    progress = tqdm(files, desc="restore", unit="image")
+    progress = tqdm(plan.items(), desc="restore", unit="image")
 
     def show_step(pipe, step, timestep, callback_kwargs):
         progress.set_postfix_str(f"step {step + 1}/{pipe.num_timesteps}")
         return {}
 
     sampling["callback_on_step_end"] = show_step
-    for path in progress:
+    for path, target in progress:
         try:
             image = load_image_file(path)
             generator = torch.Generator().manual_seed(args.seed)
             if restorer is not None:
-                result = restorer.restore(image, generator=generator, **sampling)
-                restored = result.image
+                restored = restorer.restore(image, generator=generator, **sampling).image
             else:
                 restored = pipeline(image, generator=generator, output_type="np", **sampling).images[0]
-            save_image(restored, output_path(path, output_dir, taken))
-        except (InvalidImageError, ValueError) as error:
+            save_image(restored, target)
+        except FILE_ERRORS as error:
             failed += 1
             tqdm.write(f"error: {path}: {error}", file=sys.stderr)
-    print(f"restored {len(files) - failed} of {len(files)} images into {output_dir}")
+    print(f"restored {len(plan) - failed} of {len(files)} images into {output_dir}")
     return 1 if failed or problems else 0
 
 
@@ -99,9 +139,18 @@ def cmd_degrade(args) -> int:
     from .image_io import load_image_file, save_image
     from .pairs import make_test_set
 
+    output_dir = Path(args.output)
+    folder_problem = prepare_output_folder(output_dir)
+    if folder_problem:
+        report([folder_problem])
+        return 2
     if args.test_set:
         if len(args.inputs) != 1 or not Path(args.inputs[0]).is_dir():
             print("error: --test-set takes exactly one folder of clean faces", file=sys.stderr)
+            return 1
+        existing = [output_dir / part for part in ("clean", "degraded") if any((output_dir / part).glob("*"))]
+        if existing and not args.overwrite:
+            report([f"{folder}: holds a test set already; pass --overwrite to replace it" for folder in existing])
             return 1
         names = make_test_set(
             args.inputs[0], args.output, args.preset, args.face_size, args.seed, args.limit, args.offset
@@ -109,24 +158,19 @@ def cmd_degrade(args) -> int:
         print(f"wrote {len(names)} clean/degraded pairs into {args.output}")
         return 0
     files, problems = collect_inputs(args.inputs)
-    for problem in problems:
-        print(f"error: {problem}", file=sys.stderr)
+    plan, skipped = plan_outputs(files, output_dir, args.preset, args.overwrite)
+    problems += skipped
+    report(problems)
     failed = 0
-    output_dir = Path(args.output)
-    taken = {f.resolve() for f in files}
-    for path in files:
+    for path, target in plan.items():
         try:
             image = load_image_file(path)
             degradation = Degradation(args.preset, face_size=max(image.shape[:2]))
-            degraded = degradation(image, image_seed(args.seed, path.name))
-            target = output_dir / f"{path.stem}_{args.preset}.png"
-            if target.resolve() in taken:
-                target = output_dir / f"{path.stem}_{args.preset}_degraded.png"
-            save_image(degraded, target)
-        except InvalidImageError as error:
+            save_image(degradation(image, image_seed(args.seed, path.name)), target)
+        except FILE_ERRORS as error:
             failed += 1
-            print(f"error: {error}", file=sys.stderr)
-    print(f"degraded {len(files) - failed} of {len(files)} images into {output_dir}")
+            print(f"error: {path}: {error}", file=sys.stderr)
+    print(f"degraded {len(plan) - failed} of {len(files)} images into {output_dir}")
     return 1 if failed or problems else 0
 
 
@@ -162,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     restore = commands.add_parser("restore", help="restore aligned faces or whole photos")
     restore.add_argument("inputs", nargs="+", help="image files and/or folders")
     restore.add_argument("-o", "--output", required=True, help="output folder (inputs are never overwritten)")
+    restore.add_argument("--overwrite", action="store_true", help="replace output files that exist already")
     add_sampling_arguments(restore)
     restore.add_argument("--whole-photo", action="store_true", help="detect, align and paste back every face")
     restore.add_argument("--upscale", type=float, default=1.0, help="whole-photo: upscale factor of the photo")
@@ -179,8 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     degrade = commands.add_parser("degrade", help="make degraded copies, or a seeded clean/degraded test set")
     degrade.add_argument("inputs", nargs="+", help="image files and/or folders")
     degrade.add_argument("-o", "--output", required=True)
+    degrade.add_argument("--overwrite", action="store_true", help="replace output files that exist already")
     degrade.add_argument("--preset", default=PRESET_NAMES[0], choices=PRESET_NAMES)
-    degrade.add_argument("--seed", type=int, default=0)
+    degrade.add_argument("--seed", type=seed_argument, default=0)
     degrade.add_argument("--test-set", action="store_true", help="write OUTPUT/clean and OUTPUT/degraded pairs")
     degrade.add_argument("--face-size", type=int, default=128, help="test sets: side of the written faces")
     degrade.add_argument("--limit", type=int, default=None, help="test sets: at most this many faces")

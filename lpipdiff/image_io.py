@@ -31,6 +31,8 @@ def list_images(folder: str | Path) -> list[Path]:
 def load_image_file(path: str | Path) -> np.ndarray:
     """Read an image file into an ``HxWx3`` float32 RGB array in ``[0, 1]``."""
     path = Path(path)
+    if path.is_dir():
+        raise InvalidImageError(f"{path}: is a folder, not an image file")
     if not path.is_file():
         raise InvalidImageError(f"{path}: no such file")
     if path.stat().st_size == 0:
@@ -40,7 +42,12 @@ def load_image_file(path: str | Path) -> np.ndarray:
             check_size(*image.size, what=str(path))
             image.load()
             return pil_to_array(image)
-    except (PIL.UnidentifiedImageError, OSError, SyntaxError) as error:
+    except PIL.Image.DecompressionBombError:
+        # PIL refuses to even open images far beyond its own pixel limit, before our size check.
+        raise InvalidImageError(
+            f"{path}: too large (limit {MAX_PIXELS / 1e6:.0f} megapixels); downscale it first"
+        ) from None
+    except (PIL.UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise InvalidImageError(f"{path}: not a readable image ({error})") from None
 
 

@@ -37,6 +37,7 @@ def resolve_model(model: str | os.PathLike | None = None) -> str:
             raise ModelLoadError(f"{index} is not valid JSON ({error})") from None
         if "unet" not in components or "scheduler" not in components:
             raise ModelLoadError(f"{path} is not an LPIP-Diff pipeline (model_index.json lacks unet/scheduler)")
+        refuse_pickled_weights(path / "unet")
         return str(path)
     if str(chosen).count("/") == 1 and not str(chosen).startswith((".", "/", "~")):
         return str(chosen)  # a Hub repo id
@@ -45,6 +46,23 @@ def resolve_model(model: str | os.PathLike | None = None) -> str:
             f"the bundled model is missing at {path}; reinstall lpipdiff or pass --model"
         )
     raise ModelLoadError(f"{chosen}: no such model folder (and not a Hub repo id of the form org/name)")
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def refuse_pickled_weights(folder: Path) -> None:
+    """Explain a folder whose weights are pickled only: those are refused on purpose (unpickling
+    runs code from the file), not missing by accident."""
+    if not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return
+    pickled = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickled:
+        raise ModelLoadError(
+            f"{folder} holds only pickled weights ({', '.join(pickled)}), which are refused on purpose: "
+            "unpickling a file can run any code in it. Convert them to safetensors "
+            "(diffusion_pytorch_model.safetensors) on a machine you trust."
+        )
 
 
 def load_pipeline(

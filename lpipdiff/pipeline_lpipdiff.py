@@ -138,8 +138,9 @@ class LPIPDiffPipeline(HubLayoutMixin, DiffusionPipeline):
                 in (0, 1]. 1.0 starts from pure noise (most realism); lower values start from
                 the degraded input noised to an intermediate timestep (more fidelity, fewer steps).
             patch_stride (`int`, *optional*):
-                distance between neighbouring patches; defaults to half the patch size. Smaller
-                strides restore each pixel more times (better fusion, more UNet evaluations).
+                distance between neighbouring patches, from ``patch_size // 8`` to ``patch_size``;
+                defaults to half the patch size. Smaller strides restore each pixel more times
+                (better fusion, more UNet evaluations: about ``(face_size / stride) ** 2`` a step).
             fusion (`str`, defaults to ``"uniform"``):
                 how overlapping patch predictions are weighted: ``"uniform"`` (plain mean) or
                 ``"window"`` (weights falling towards patch borders, against seams).
@@ -171,8 +172,9 @@ class LPIPDiffPipeline(HubLayoutMixin, DiffusionPipeline):
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         config = self.unet.config
-        patch_stride = patch_stride or max(1, config.patch_size // 2)
-        self.check_inputs(num_inference_steps, strength, fusion, output_type, callback_on_step_end_tensor_inputs)
+        patch_stride = max(1, config.patch_size // 2) if patch_stride is None else patch_stride
+        self.check_inputs(num_inference_steps, strength, patch_stride, fusion, output_type, unet_batch_size,
+                          callback_on_step_end_tensor_inputs)
 
         # 1. Inputs: RGB in [-1, 1] at face_size, and their sizes to restore them to.
         degraded, sizes = self.preprocess(image)
@@ -215,16 +217,30 @@ class LPIPDiffPipeline(HubLayoutMixin, DiffusionPipeline):
             return images, maps
         return LPIPDiffPipelineOutput(images=images, uncertainty=maps)
 
-    def check_inputs(self, num_inference_steps, strength, fusion, output_type, callback_on_step_end_tensor_inputs):
+    def check_inputs(
+        self, num_inference_steps, strength, patch_stride, fusion, output_type, unet_batch_size, tensor_inputs
+    ):
+        max_steps = self.scheduler.config.num_train_timesteps
+        if not is_whole_number(num_inference_steps) or not 1 <= num_inference_steps <= max_steps:
+            raise ValueError(
+                f"num_inference_steps must be a whole number from 1 to {max_steps}, got {num_inference_steps!r}"
+            )
+        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 < strength <= 1.0:
+            raise ValueError(f"strength must be a number in (0, 1], got {strength!r}")
+        patch_size = self.unet.config.patch_size
+        smallest = min_stride(patch_size)
+        if not is_whole_number(patch_stride) or not smallest <= patch_stride <= patch_size:
+            raise ValueError(
+                f"patch_stride must be a whole number from {smallest} to the patch size {patch_size} "
+                f"(smaller strides multiply the work without adding overlap that helps), got {patch_stride!r}"
+            )
         if fusion not in FUSION_MODES:
             raise ValueError(f"fusion must be one of {FUSION_MODES}, got {fusion!r}")
-        if not 0.0 < strength <= 1.0:
-            raise ValueError(f"strength must be in (0, 1], got {strength}")
-        if num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
         if output_type not in ("pil", "np", "pt"):
             raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
-        unknown = [name for name in callback_on_step_end_tensor_inputs if name not in self._callback_tensor_inputs]
+        if not is_whole_number(unet_batch_size) or unet_batch_size < 1:
+            raise ValueError(f"unet_batch_size must be a whole number of at least 1, got {unet_batch_size!r}")
+        unknown = [name for name in tensor_inputs if name not in self._callback_tensor_inputs]
         if unknown:
             raise ValueError(f"callback_on_step_end_tensor_inputs: {unknown} not in {self._callback_tensor_inputs}")
 
@@ -253,11 +269,15 @@ class LPIPDiffPipeline(HubLayoutMixin, DiffusionPipeline):
         """The scheduler's timesteps for ``num_inference_steps``, without the first ones that
         ``strength < 1`` skips."""
         self.scheduler.set_timesteps(num_inference_steps, device=device)
-        steps_run = min(num_inference_steps, max(1, round(num_inference_steps * strength)))
-        begin = (num_inference_steps - steps_run) * self.scheduler.order
+        begin = (num_inference_steps - self.steps_to_run(num_inference_steps, strength)) * self.scheduler.order
         if hasattr(self.scheduler, "set_begin_index"):
             self.scheduler.set_begin_index(begin)
         return self.scheduler.timesteps[begin:]
+
+    @staticmethod
+    def steps_to_run(num_inference_steps: int, strength: float) -> int:
+        """How many denoising steps a call with these arguments runs (the UNet runs once a step)."""
+        return min(num_inference_steps, max(1, round(num_inference_steps * strength)))
 
     def prepare_sample(self, degraded, first_timestep, strength, generator) -> torch.Tensor:
         noise = randn_tensor(degraded.shape, generator=generator, device=degraded.device, dtype=degraded.dtype)
@@ -285,6 +305,15 @@ class LPIPDiffPipeline(HubLayoutMixin, DiffusionPipeline):
         return format_output(resized, output_type, is_map=is_map)
 
 
+def min_stride(patch_size: int) -> int:
+    """The smallest patch stride accepted: every pixel is then covered by up to 64 patches."""
+    return max(1, patch_size // 8)
+
+
+def is_whole_number(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
 def split_batch(image) -> list:
     """The list of single images behind any accepted ``image`` argument."""
     if isinstance(image, (list, tuple)):
@@ -292,6 +321,8 @@ def split_batch(image) -> list:
             raise InvalidImageError("got an empty list of images")
         return list(image)
     if isinstance(image, torch.Tensor) and image.ndim == 4:
+        if image.shape[0] == 0:
+            raise InvalidImageError(f"got an empty batch of images (shape {tuple(image.shape)})")
         return list(image)
     if image is None:
         raise InvalidImageError("no image given")

@@ -22,11 +22,33 @@ SCHEDULERS = {
 DEFAULT_SCHEDULER = "ddim"
 DEFAULT_FUSION = FUSION_MODES[0]
 PRESET_NAMES = tuple(PRESETS)
+# torch's generators take 64-bit seeds; the room above this is for ``restore_all``'s seed + i.
+MAX_SEED = 2**62
 
 __all__ = [
-    "DEFAULT_FUSION", "DEFAULT_SCHEDULER", "DEFAULT_STEPS", "DEFAULT_STRENGTH", "FUSION_MODES", "PRESET_NAMES",
-    "SCHEDULERS", "add_sampling_arguments", "default_scheduler", "restore_all", "sampling_kwargs", "swap_scheduler",
+    "DEFAULT_FUSION", "DEFAULT_SCHEDULER", "DEFAULT_STEPS", "DEFAULT_STRENGTH", "FUSION_MODES", "MAX_SEED",
+    "PRESET_NAMES", "SCHEDULERS", "add_sampling_arguments", "check_seed", "default_scheduler", "restore_all",
+    "sampling_kwargs", "seed_argument", "swap_scheduler",
 ]
+
+
+def check_seed(seed) -> int:
+    """``seed`` as an int, or a ValueError that says what a seed may be."""
+    try:
+        value = int(seed)
+    except (TypeError, ValueError, OverflowError):
+        value = None
+    if value is None or value != seed or not 0 <= value <= MAX_SEED:
+        raise ValueError(f"a seed is a whole number from 0 to 2**62, got {seed!r}")
+    return value
+
+
+def seed_argument(text: str) -> int:
+    """argparse type of ``--seed``."""
+    try:
+        return check_seed(int(text))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def default_scheduler(prediction_type: str = "v_prediction") -> DDIMScheduler:
@@ -57,7 +79,7 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
                         help="1.0: from noise; lower: start from the noised input (more fidelity)")
     parser.add_argument("--stride", type=int, default=None, help="patch stride (default: half the patch)")
     parser.add_argument("--fusion", default=DEFAULT_FUSION, choices=FUSION_MODES)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_argument, default=0)
     parser.add_argument("--scheduler", default=DEFAULT_SCHEDULER, choices=sorted(SCHEDULERS))
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
 

@@ -10,7 +10,7 @@ from skimage import data
 
 from lpipdiff.detail import keep_input_detail, low_band, output_scale
 from lpipdiff.detail_measure import face_mask, laplacian_energy
-from lpipdiff.faces import FaceRestorer, _to_bgr_uint8, _to_rgb_float
+from lpipdiff.faces import FaceRestorer, _to_bgr_uint8, _to_rgb_float, detection_helper
 from lpipdiff.image_io import list_images, load_image_file
 
 from conftest import UTKFACE_VAL, tiny_pipeline
@@ -83,10 +83,11 @@ def test_a_face_larger_than_the_model_keeps_the_input_detail_and_is_still_restor
     assert np.abs(restored[1.0].image - restored[0.0].image)[mask].mean() < 0.5 * change
 
 
-def old_paste_back(restorer, result):
+def old_paste_back(restorer, photo, result):
     """facexlib's paste-back of ``result``'s faces exactly as FaceRestorer did before lpipdiff.detail."""
-    helper = restorer.helper  # still aligned on the photo just restored
-    helper.restored_faces, helper.inverse_affine_matrices = [], []
+    helper = detection_helper(restorer.detector, restorer.upscale, result.faces[0].shape[0], restorer.template)
+    helper.read_image(_to_bgr_uint8(photo))
+    helper.affine_matrices = list(result.affines)
     helper.get_inverse_affine()
     for face in result.restored_faces:
         helper.add_restored_face(_to_bgr_uint8(face))
@@ -99,7 +100,7 @@ def test_faces_at_or_below_the_model_size_are_pasted_exactly_as_before(upscale):
     restorer = FaceRestorer(tiny_pipeline(face_size=256, patch_size=128), upscale=upscale)
     result = restorer.restore(photo, num_inference_steps=1, generator=torch.Generator().manual_seed(0))
     assert output_scale(result.affines[0], upscale) <= 1
-    assert np.array_equal(result.image, old_paste_back(restorer, result))
+    assert np.array_equal(result.image, old_paste_back(restorer, photo, result))
 
 
 def test_detail_zero_is_the_old_paste_back_for_every_face():
@@ -107,6 +108,6 @@ def test_detail_zero_is_the_old_paste_back_for_every_face():
     restorer = FaceRestorer(tiny_pipeline(face_size=32, patch_size=16), upscale=2, detail=0)
     result = restorer.restore(photo, num_inference_steps=1, generator=torch.Generator().manual_seed(0))
     assert output_scale(result.affines[0], 2) > 4
-    assert np.array_equal(result.image, old_paste_back(restorer, result))
+    assert np.array_equal(result.image, old_paste_back(restorer, photo, result))
     with pytest.raises(ValueError, match="detail"):
         FaceRestorer(tiny_pipeline(), detail=2)
