@@ -58,7 +58,21 @@ LIMITS = (
     f"per step; the largest faces are kept). Grayscale, RGBA (alpha is dropped) and 16-bit images are accepted."
 )
 WORKERS = ThreadPoolExecutor(max_workers=CONCURRENT_REQUESTS, thread_name_prefix="restore")
-running = threading.Semaphore(CONCURRENT_REQUESTS)  # tests read how many restorations are running
+
+
+class Tally:
+    """How many restorations are running, and how many were stopped (for logs, tests, benchmarks)."""
+
+    def __init__(self):
+        self.running = self.stopped = 0
+        self._lock = threading.Lock()
+
+    def add(self, name: str, amount: int) -> None:
+        with self._lock:
+            setattr(self, name, getattr(self, name) + amount)
+
+
+tally = Tally()
 
 
 class RequestStopped(Exception):
@@ -79,8 +93,10 @@ class Watchdog:
     def check(self) -> None:
         now = time.monotonic()
         if now - self.last_beat > ABANDONED_AFTER:
+            tally.add("stopped", 1)
             raise RequestStopped("the client went away")
         if now - self.started > self.seconds:
+            tally.add("stopped", 1)
             raise RequestStopped(f"stopped after {self.seconds:.0f} s: the server is busy; try fewer steps or samples")
 
 
@@ -203,8 +219,11 @@ def restore_request(image_path, mode, steps, scheduler, strength, stride, seed, 
 
 
 def counted(function, *args):
-    with running:
+    tally.add("running", 1)
+    try:
         return function(*args)
+    finally:
+        tally.add("running", -1)
 
 
 def restore(image_path, mode="Auto", steps=DEFAULT_STEPS, scheduler=DEFAULT_SCHEDULER, strength=DEFAULT_STRENGTH,

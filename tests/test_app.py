@@ -4,6 +4,7 @@ import importlib
 import os
 import shutil
 import socket
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,24 @@ ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
+# The heaviest request the demo's controls allow: 50 steps x 4 samples x 25 patches (the smallest
+# stride, a quarter of the patch) of the small random model.
+HEAVY = ("Aligned face", 50, "ddim", 1.0, 8, 0, 4, 1.0)
+HEAVY_WORK = 50 * 4 * 25
+LIGHT = ("Aligned face", 1, "ddim", 1.0, 16, 0, 1, 1.0)
+# Measured on the 2-core CPU machine: the light request took about 1-3 s beside the heavy one.
+LIGHT_ANSWER_SECONDS = 15
+
+
+def wait_until(condition, timeout: float) -> float:
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"still waiting after {timeout} s")
+        time.sleep(0.1)
+    return time.monotonic() - start
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -28,9 +47,11 @@ def free_port() -> int:
 def server(tmp_path_factory):
     """The demo on a tiny random model (speed, not quality, is what these tests need)."""
     model = tmp_path_factory.mktemp("model")
-    tiny_pipeline(face_size=32, patch_size=16).save_pretrained(model)
+    tiny_pipeline(face_size=64, patch_size=32).save_pretrained(model)
     os.environ["LPIPDIFF_MODEL"] = str(model)
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    # Room for a request that keeps the tiny model busy for several seconds (see the load tests).
+    os.environ["LPIPDIFF_MAX_WORK"] = str(HEAVY_WORK)
     import app
 
     importlib.reload(app)
@@ -39,7 +60,8 @@ def server(tmp_path_factory):
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     yield f"http://127.0.0.1:{port}/"
     demo.close()
-    os.environ.pop("LPIPDIFF_MODEL", None)
+    for name in ("LPIPDIFF_MODEL", "LPIPDIFF_MAX_WORK"):
+        os.environ.pop(name, None)
 
 
 def test_restore_endpoint_from_gradio_client(server, tmp_path):
@@ -73,6 +95,40 @@ def test_bad_input_gives_a_message_not_a_trace(server, tmp_path):
     # Auto mode falls back to treating a face-less image as an aligned face, and says so.
     *_, status = client.predict(handle_file(str(sky)), "Auto", 2, "ddim", 1.0, 8, 0, 1, api_name="/restore")
     assert "No face detected" in status
+
+
+def test_a_light_request_is_answered_while_the_heaviest_allowed_one_runs(server):
+    from gradio_client import Client, handle_file
+
+    import app
+
+    client = Client(server, verbose=False)
+    face = handle_file(str(ROOT / "examples" / "astronaut_face_severe.png"))
+    heavy = client.submit(face, *HEAVY, api_name="/restore")
+    wait_until(lambda: app.tally.running == 1, timeout=60)
+    seconds = time.monotonic()
+    *_, status = Client(server, verbose=False).predict(face, *LIGHT, api_name="/restore")
+    seconds = time.monotonic() - seconds
+    assert "Restored 1 face(s)" in status and seconds < LIGHT_ANSWER_SECONDS
+    assert not heavy.done()  # the light request did not wait for the heavy one
+    *_, status = heavy.result(timeout=600)
+    assert "4 sample(s)" in status
+
+
+def test_work_stops_when_its_client_goes_away(server):
+    from gradio_client import Client, handle_file
+
+    import app
+
+    client = Client(server, verbose=False)
+    stopped = app.tally.stopped
+    heavy = client.submit(handle_file(str(ROOT / "examples" / "astronaut_face_severe.png")), *HEAVY,
+                          api_name="/restore")
+    wait_until(lambda: app.tally.running == 1, timeout=60)
+    heavy.cancel()
+    client.close()
+    waited = wait_until(lambda: app.tally.running == 0, timeout=app.ABANDONED_AFTER + 20)
+    assert app.tally.stopped == stopped + 1 and waited < app.ABANDONED_AFTER + 20
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (see .ci/run)")
