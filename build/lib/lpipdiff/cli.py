@@ -1,0 +1,277 @@
+"""The ``lpipdiff`` command line: restore, degrade, train, evaluate, export and push."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .faces import DETECTORS
+from .image_io import IMAGE_EXTENSIONS, InvalidImageError, list_images
+from .sampling import PRESET_NAMES, add_sampling_arguments, sampling_kwargs, seed_argument
+
+
+def collect_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
+    """Image files named directly or found inside named folders, plus messages for bad names."""
+    files, problems = [], []
+    for name in inputs:
+        path = Path(name)
+        if path.is_dir():
+            found = list_images(path)
+            if not found:
+                problems.append(f"{path}: folder has no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            problems.append(f"{path}: no such file or folder")
+    return files, problems
+
+
+def output_path(source: Path, output_dir: Path, taken: set[Path], suffix: str) -> Path:
+    """``OUTDIR/NAME_SUFFIX.png``, never an input file nor an output already planned."""
+    candidate = output_dir / f"{source.stem}_{suffix}.png"
+    number = 1
+    while candidate.resolve() in taken:
+        candidate = output_dir / f"{source.stem}_{suffix}_{number}.png"
+        number += 1
+    taken.add(candidate.resolve())
+    return candidate
+
+
+def prepare_output_folder(folder: Path) -> str | None:
+    """Create the output folder; a message when it cannot take the outputs."""
+    if folder.exists() and not folder.is_dir():
+        return f"{folder}: exists and is not a folder"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        return f"{folder}: cannot create the output folder ({error.strerror or error})"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"{folder}: the output folder is not writable"
+    return None
+
+
+def plan_outputs(files: list[Path], output_dir: Path, suffix: str, overwrite: bool):
+    """Where each input's result goes, decided before any work: ``{input: output}`` and messages
+    for the inputs whose output file exists already (kept unless ``overwrite``)."""
+    taken = {f.resolve() for f in files}
+    plan, problems = {}, []
+    for source in files:
+        target = output_path(source, output_dir, taken, suffix)
+        if target.exists() and not overwrite:
+            problems.append(f"{source}: {target} exists; pass --overwrite to replace it")
+        else:
+            plan[source] = target
+    return plan, problems
+
+
+def report(problems: list[str]) -> None:
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+
+
+# One bad file must not stop a batch: these end one file's work with its message.
+FILE_ERRORS = (InvalidImageError, ValueError, OSError, RuntimeError, MemoryError)
+
+
+def cmd_restore(args) -> int:
+    import torch
+    from tqdm.auto import tqdm
+
+    from .image_io import load_image_file, save_image
+    from .loading import ModelLoadError, load_pipeline
+
+    files, problems = collect_inputs(args.inputs)
+    output_dir = Path(args.output)
+    folder_problem = prepare_output_folder(output_dir)
+    if folder_problem:
+        report(problems + [folder_problem])
+        return 2
+    plan, skipped = plan_outputs(files, output_dir, "restored", args.overwrite)
+    problems += skipped
+    report(problems)
+    if not plan:
+        print("error: nothing to restore", file=sys.stderr)
+        return 1
+    try:
+        pipeline = load_pipeline(args.model, scheduler=args.scheduler, device=args.device)
+        restorer = None
+        if args.whole_photo:
+            from .faces import FaceRestorer
+
+            restorer = FaceRestorer(pipeline, detector=args.detector, weights_dir=args.face_weights,
+                                    upscale=args.upscale, only_largest=args.only_largest,
+                                    min_face_size=args.min_face_size, detail=args.detail)
+    except (ModelLoadError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    pipeline.set_progress_bar_config(disable=True)
+
+    failed = 0
+    sampling = sampling_kwargs(args)
+    progress = tqdm(plan.items(), desc="restore", unit="image")
+
+    def show_step(pipe, step, timestep, callback_kwargs):
+        progress.set_postfix_str(f"step {step + 1}/{pipe.num_timesteps}")
+        return {}
+
+    sampling["callback_on_step_end"] = show_step
+    for path, target in progress:
+        try:
+            image = load_image_file(path)
+            generator = torch.Generator().manual_seed(args.seed)
+            if restorer is not None:
+                restored = restorer.restore(image, generator=generator, **sampling).image
+            else:
+                restored = pipeline(image, generator=generator, output_type="np", **sampling).images[0]
+            save_image(restored, target)
+        except FILE_ERRORS as error:
+            failed += 1
+            tqdm.write(f"error: {path}: {error}", file=sys.stderr)
+    print(f"restored {len(plan) - failed} of {len(files)} images into {output_dir}")
+    return 1 if failed or problems else 0
+
+
+def cmd_degrade(args) -> int:
+    from .degradation import Degradation, image_seed
+    from .image_io import load_image_file, save_image
+    from .pairs import make_test_set
+
+    output_dir = Path(args.output)
+    folder_problem = prepare_output_folder(output_dir)
+    if folder_problem:
+        report([folder_problem])
+        return 2
+    if args.test_set:
+        if len(args.inputs) != 1 or not Path(args.inputs[0]).is_dir():
+            print("error: --test-set takes exactly one folder of clean faces", file=sys.stderr)
+            return 1
+        existing = [output_dir / part for part in ("clean", "degraded") if any((output_dir / part).glob("*"))]
+        if existing and not args.overwrite:
+            report([f"{folder}: holds a test set already; pass --overwrite to replace it" for folder in existing])
+            return 1
+        names = make_test_set(
+            args.inputs[0], args.output, args.preset, args.face_size, args.seed, args.limit, args.offset
+        )
+        print(f"wrote {len(names)} clean/degraded pairs into {args.output}")
+        return 0
+    files, problems = collect_inputs(args.inputs)
+    plan, skipped = plan_outputs(files, output_dir, args.preset, args.overwrite)
+    problems += skipped
+    report(problems)
+    failed = 0
+    for path, target in plan.items():
+        try:
+            image = load_image_file(path)
+            degradation = Degradation(args.preset, face_size=max(image.shape[:2]))
+            save_image(degradation(image, image_seed(args.seed, path.name)), target)
+        except FILE_ERRORS as error:
+            failed += 1
+            print(f"error: {path}: {error}", file=sys.stderr)
+    print(f"degraded {len(plan) - failed} of {len(files)} images into {output_dir}")
+    return 1 if failed or problems else 0
+
+
+def cmd_export(args) -> int:
+    from .hub import export
+
+    folder = export(args.model, args.output, repo_id=args.repo_id)
+    print(f"wrote a self-contained pipeline folder to {folder}")
+    return 0
+
+
+def cmd_push(args) -> int:
+    from .hub import HubError, push, push_space
+
+    try:
+        if args.command == "push":
+            url = push(args.model, args.repo_id, private=args.private, token=args.token)
+        else:
+            url = push_space(args.space_id, model_repo=args.model_repo, private=args.private, token=args.token)
+    except HubError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"published: {url}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .detail import DEFAULT_DETAIL
+
+    parser = argparse.ArgumentParser(prog="lpipdiff", description="LPIP-Diff blind face restoration")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    restore = commands.add_parser("restore", help="restore aligned faces or whole photos")
+    restore.add_argument("inputs", nargs="+", help="image files and/or folders")
+    restore.add_argument("-o", "--output", required=True, help="output folder (inputs are never overwritten)")
+    restore.add_argument("--overwrite", action="store_true", help="replace output files that exist already")
+    add_sampling_arguments(restore)
+    restore.add_argument("--whole-photo", action="store_true", help="detect, align and paste back every face")
+    restore.add_argument("--upscale", type=float, default=1.0, help="whole-photo: upscale factor of the photo")
+    restore.add_argument("--only-largest", action="store_true", help="whole-photo: restore only the largest face")
+    restore.add_argument("--min-face-size", type=int, default=0, help="whole-photo: ignore smaller faces (pixels)")
+    restore.add_argument("--detail", type=float, default=DEFAULT_DETAIL,
+                         help="whole-photo, faces larger than the model: keep the input's detail finer than "
+                              "face_size/DETAIL px across the face (1: all of it above the model's resolution; "
+                              "0: none, the restoration scaled up, softer than the input)")
+    restore.add_argument("--detector", default="mobilenet", choices=sorted(DETECTORS), help="whole-photo")
+    restore.add_argument("--face-weights", default=None,
+                         help="whole-photo: facexlib weights folder (default: $LPIPDIFF_FACEXLIB_WEIGHTS)")
+    restore.set_defaults(handler=cmd_restore)
+
+    degrade = commands.add_parser("degrade", help="make degraded copies, or a seeded clean/degraded test set")
+    degrade.add_argument("inputs", nargs="+", help="image files and/or folders")
+    degrade.add_argument("-o", "--output", required=True)
+    degrade.add_argument("--overwrite", action="store_true", help="replace output files that exist already")
+    degrade.add_argument("--preset", default=PRESET_NAMES[0], choices=PRESET_NAMES)
+    degrade.add_argument("--seed", type=seed_argument, default=0)
+    degrade.add_argument("--test-set", action="store_true", help="write OUTPUT/clean and OUTPUT/degraded pairs")
+    degrade.add_argument("--face-size", type=int, default=128, help="test sets: side of the written faces")
+    degrade.add_argument("--limit", type=int, default=None, help="test sets: at most this many faces")
+    degrade.add_argument("--offset", type=int, default=0, help="test sets: skip the first N faces (sorted)")
+    degrade.set_defaults(handler=cmd_degrade)
+
+    export = commands.add_parser("export", help="write a self-contained Hub folder (weights, code, model card)")
+    export.add_argument("--model", default=None, help="pipeline folder (default: bundled model)")
+    export.add_argument("--output", required=True)
+    export.add_argument("--repo-id", default="ORG/lpipdiff", help="the repo id the model card's examples use")
+    export.set_defaults(handler=cmd_export)
+
+    push = commands.add_parser("push", help="export and upload a model repo to the Hugging Face Hub")
+    push.add_argument("--model", default=None, help="pipeline folder (default: bundled model)")
+    push.add_argument("--repo-id", required=True, help="ORG/NAME")
+    push.add_argument("--private", action="store_true")
+    push.add_argument("--token", default=None, help="default: HF_TOKEN or the saved login")
+    push.set_defaults(handler=cmd_push)
+
+    space = commands.add_parser("push-space", help="upload the demo as a Gradio Space")
+    space.add_argument("--space-id", required=True, help="ORG/NAME")
+    space.add_argument("--model-repo", default=None, help="load this model repo (default: bundle the weights)")
+    space.add_argument("--private", action="store_true")
+    space.add_argument("--token", default=None)
+    space.set_defaults(handler=cmd_push)
+
+    from .train import build_parser as build_train_parser
+    from .train import main as train_main
+
+    train = commands.add_parser("train", help="train a model (see lpipdiff/train.py)")
+    build_train_parser(train)
+    train.set_defaults(handler=lambda args: train_main(namespace=args) or 0)
+
+    from . import evaluate
+
+    evaluation = commands.add_parser("evaluate", help="evaluate a model against the degraded input")
+    evaluate.build_parser(evaluation)
+    evaluation.set_defaults(handler=evaluate.run)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

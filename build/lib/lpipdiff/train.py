@@ -1,0 +1,319 @@
+"""Train an LPIP-Diff patch denoiser with accelerate (CPU, one GPU, several GPUs or nodes).
+
+    lpipdiff train --data ../shared/data/utkface/train --output runs/x
+    accelerate launch -m lpipdiff.train --data /path/to/ffhq --output runs/ffhq --face-size 512 --patch-size 128
+
+Checkpoints (``OUTPUT/checkpoints/checkpoint-STEP``) hold the model, EMA, optimizer, LR
+schedule and RNG states; each is written under a temporary name and renamed when
+complete, so a kill during a save never damages the last good one. ``--resume latest``
+continues from the newest. Validation samples real faces through the real pipeline (the
+loss alone says little about samples) and appends PSNR and identity distance to
+``OUTPUT/validation.jsonl`` with an image grid in ``OUTPUT/samples/``. The final EMA
+weights are exported as a pipeline folder in ``OUTPUT/pipeline``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from diffusers import DDPMScheduler
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from .data import FacePatchDataset
+from .pipeline_lpipdiff import DEFAULT_STEPS, LPIPDiffPipeline
+from .sampling import default_scheduler
+from .unet import PatchFusionUNet
+
+CHECKPOINT_PREFIX = "checkpoint-"
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add = parser.add_argument
+    add("--data", required=True, help="folder of clean aligned faces")
+    add("--output", required=True, help="run folder (checkpoints, logs, samples, final pipeline)")
+    add("--val-data", default=None, help="clean faces for validation (default: DATA/../val when it exists)")
+    add("--init-from", default=None, help="pipeline folder whose weights start training (e.g. the bundled model)")
+    add("--face-size", type=int, default=128)
+    add("--patch-size", type=int, default=64)
+    add("--channels", default="32,64,128,128", help="UNet block widths")
+    add("--attention-levels", default="2", help="which down levels (0-based) use attention, comma separated")
+    add("--layers-per-block", type=int, default=1)
+    add("--prediction-type", default="v_prediction", choices=["epsilon", "v_prediction", "sample"])
+    add("--residual", action=argparse.BooleanOptionalAction, default=True, help="diffuse clean minus degraded")
+    add("--global-context", action=argparse.BooleanOptionalAction, default=True)
+    add("--coordinates", action=argparse.BooleanOptionalAction, default=True)
+    add("--batch-size", type=int, default=16, help="patches per device per step")
+    add("--learning-rate", type=float, default=3e-4)
+    add("--warmup-steps", type=int, default=100)
+    add("--lr-schedule", default="constant_with_warmup", help="any diffusers.optimization schedule name")
+    add("--weight-decay", type=float, default=1e-4)
+    add("--max-grad-norm", type=float, default=1.0)
+    add("--ema-decay", type=float, default=0.999)
+    add("--max-steps", type=int, default=100_000)
+    add("--max-minutes", type=float, default=None, help="stop (and export) after this much wall time")
+    add("--checkpoint-every", type=int, default=500)
+    add("--checkpoints-kept", type=int, default=2)
+    add("--validate-every", type=int, default=1000)
+    add("--val-faces", type=int, default=8)
+    add("--val-steps", type=int, default=DEFAULT_STEPS)
+    add("--mixed-precision", default="no", choices=["no", "fp16", "bf16"])
+    add("--num-workers", type=int, default=2)
+    add("--seed", type=int, default=0)
+    add("--resume", default=None, help="'latest' or a checkpoint folder")
+    add("--export-fp16", action="store_true", help="export the final pipeline with fp16 weights")
+    return parser
+
+
+def build_unet(args) -> PatchFusionUNet:
+    channels = tuple(int(c) for c in args.channels.split(","))
+    attention = {int(i) for i in args.attention_levels.split(",") if i != ""}
+    down = tuple("AttnDownBlock2D" if i in attention else "DownBlock2D" for i in range(len(channels)))
+    up = tuple("AttnUpBlock2D" if i in attention else "UpBlock2D" for i in reversed(range(len(channels))))
+    return PatchFusionUNet(
+        face_size=args.face_size,
+        patch_size=args.patch_size,
+        use_coordinates=args.coordinates,
+        use_global_context=args.global_context,
+        residual=args.residual,
+        block_out_channels=channels,
+        layers_per_block=args.layers_per_block,
+        down_block_types=down,
+        up_block_types=up,
+        norm_num_groups=min(8, channels[0]),
+        attention_head_dim=min(32, min(channels)),
+    )
+
+
+def diffusion_target(unet_config, clean, degraded):
+    """What is diffused: the clean patch, or the scaled residual over the degraded patch."""
+    if unet_config.residual:
+        return unet_config.residual_scale * (clean - degraded)
+    return clean
+
+
+def training_loss(model, noise_scheduler, batch, generator=None):
+    """The denoising loss of one batch at random timesteps."""
+    unet_config = model.module.config if hasattr(model, "module") else model.config  # DDP-wrapped or not
+    x0 = diffusion_target(unet_config, batch["clean"], batch["degraded"])
+    noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    timesteps = torch.randint(
+        0, noise_scheduler.config.num_train_timesteps, (x0.shape[0],), generator=generator, device=x0.device
+    )
+    noisy = noise_scheduler.add_noise(x0, noise, timesteps)
+    prediction_type = noise_scheduler.config.prediction_type
+    if prediction_type == "epsilon":
+        target = noise
+    elif prediction_type == "v_prediction":
+        target = noise_scheduler.get_velocity(x0, noise, timesteps)
+    else:
+        target = x0
+    prediction = model(noisy, timesteps, batch["degraded"], batch["coordinates"], batch["context"])
+    return F.mse_loss(prediction.float(), target.float())
+
+
+def plain_arguments(args) -> dict:
+    """The training arguments without what the CLI adds (sub-command, handler)."""
+    return {k: v for k, v in vars(args).items() if k not in ("command", "handler")}
+
+
+def infinite(loader):
+    while True:
+        yield from loader
+
+
+def list_checkpoints(folder: Path) -> list[Path]:
+    """Complete checkpoints, oldest first (temporary folders of interrupted saves are ignored)."""
+    found = [p for p in folder.glob(CHECKPOINT_PREFIX + "*") if p.is_dir() and p.name[len(CHECKPOINT_PREFIX) :].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
+
+
+def save_checkpoint(accelerator, folder: Path, step: int, kept: int) -> Path:
+    final = folder / f"{CHECKPOINT_PREFIX}{step}"
+    partial = folder / f".partial-{CHECKPOINT_PREFIX}{step}"
+    if accelerator.is_main_process and partial.exists():
+        shutil.rmtree(partial)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(partial))
+    if accelerator.is_main_process:
+        (partial / "train_state.json").write_text(json.dumps({"step": step}))
+        if final.exists():
+            shutil.rmtree(final)
+        partial.rename(final)  # atomic: a checkpoint folder is either complete or absent
+        for old in list_checkpoints(folder)[:-kept]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+class Validator:
+    """Restores a fixed set of degraded val faces through the pipeline and measures them."""
+
+    def __init__(self, folder: Path, face_size: int, count: int, steps: int, output: Path, prediction_type: str):
+        from .degradation import Degradation, image_seed
+        from .image_io import list_images, load_image_file, resize_array
+
+        files = list_images(folder)[:count]
+        # Half moderate, half severe, seeded by file name: the same inputs at every validation.
+        self.clean = [resize_array(load_image_file(f), face_size) for f in files]
+        presets = [Degradation("moderate", face_size, color=False), Degradation("severe", face_size, color=False)]
+        self.degraded = [presets[i % 2](c, image_seed(i % 2, f.name)) for i, (c, f) in enumerate(zip(self.clean, files))]
+        self.steps, self.output, self.prediction_type = steps, output, prediction_type
+        try:
+            from .metrics import FaceGeometry
+
+            self.geometry = FaceGeometry()
+        except ImportError:
+            self.geometry = None
+
+    def __call__(self, unet, step: int) -> dict:
+        from .image_io import save_image
+        from .metrics import psnr
+        from .sampling import restore_all
+
+        pipeline = LPIPDiffPipeline(unet=unet, scheduler=default_scheduler(self.prediction_type))
+        pipeline.set_progress_bar_config(disable=True)
+        restored = restore_all(pipeline, self.degraded, len(self.degraded), seed=0, num_inference_steps=self.steps)
+        result = {
+            "step": step,
+            "psnr": float(np.mean([psnr(r, c) for r, c in zip(restored, self.clean)])),
+            "psnr_input": float(np.mean([psnr(d, c) for d, c in zip(self.degraded, self.clean)])),
+        }
+        if self.geometry is not None:
+            result["identity"] = float(np.mean([self.geometry.identity_distance(r, c) for r, c in zip(restored, self.clean)]))
+            result["identity_input"] = float(
+                np.mean([self.geometry.identity_distance(d, c) for d, c in zip(self.degraded, self.clean)])
+            )
+        rows = [np.concatenate([d, r, c], axis=1) for d, r, c in zip(self.degraded, restored, self.clean)]
+        save_image(np.concatenate(rows, axis=0), self.output / "samples" / f"step-{step:07d}.png")
+        with open(self.output / "validation.jsonl", "a") as log:
+            log.write(json.dumps(result) + "\n")
+        return result
+
+
+def main(argv=None, namespace=None):
+    args = namespace if namespace is not None else build_parser().parse_args(argv)
+    output = Path(args.output)
+    accelerator = Accelerator(mixed_precision=args.mixed_precision, project_dir=str(output))
+    set_seed(args.seed, device_specific=True)
+    checkpoints = output / "checkpoints"
+    if accelerator.is_main_process:
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        (output / "training_args.json").write_text(json.dumps(plain_arguments(args), indent=2))
+
+    if args.init_from:
+        model = PatchFusionUNet.from_pretrained(args.init_from, subfolder="unet", dtype=torch.float32)
+    else:
+        model = build_unet(args)
+    noise_scheduler = DDPMScheduler.from_config(default_scheduler(args.prediction_type).config)
+    ema = EMAModel(model.parameters(), decay=args.ema_decay, model_cls=PatchFusionUNet, model_config=model.config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
+    lr_scheduler = get_scheduler(
+        args.lr_schedule,
+        optimizer,
+        num_warmup_steps=args.warmup_steps * accelerator.num_processes,
+        num_training_steps=args.max_steps * accelerator.num_processes,
+    )
+    dataset = FacePatchDataset(args.data, face_size=model.config.face_size, patch_size=model.config.patch_size)
+    loader = DataLoader(
+        dataset,
+        batch_size=args.batch_size,
+        shuffle=True,
+        num_workers=args.num_workers,
+        drop_last=True,
+        persistent_workers=args.num_workers > 0,
+    )
+    model, optimizer, loader, lr_scheduler = accelerator.prepare(model, optimizer, loader, lr_scheduler)
+    ema.to(accelerator.device)
+    accelerator.register_for_checkpointing(ema)
+
+    step = 0
+    if args.resume:
+        resume_from = list_checkpoints(checkpoints)[-1:] if args.resume == "latest" else [Path(args.resume)]
+        if resume_from:
+            accelerator.load_state(str(resume_from[0]))
+            step = json.loads((resume_from[0] / "train_state.json").read_text())["step"]
+            accelerator.print(f"resumed from {resume_from[0]} at step {step}")
+        else:
+            accelerator.print(f"no checkpoint in {checkpoints}; starting from scratch")
+
+    validator = None
+    val_folder = Path(args.val_data) if args.val_data else Path(args.data).parent / "val"
+    if accelerator.is_main_process and args.validate_every > 0 and val_folder.is_dir():
+        face_size = accelerator.unwrap_model(model).config.face_size
+        validator = Validator(val_folder, face_size, args.val_faces, args.val_steps, output, args.prediction_type)
+
+    def validate():
+        if validator is None:
+            return
+        unwrapped = accelerator.unwrap_model(model)
+        ema.store(unwrapped.parameters())
+        ema.copy_to(unwrapped.parameters())
+        unwrapped.eval()
+        result = validator(unwrapped, step)
+        unwrapped.train()
+        ema.restore(unwrapped.parameters())
+        accelerator.print(json.dumps(result))
+
+    start = time.monotonic()
+    batches = infinite(loader)
+    progress = tqdm(total=args.max_steps, initial=step, disable=not accelerator.is_local_main_process, desc="train")
+    model.train()
+    while step < args.max_steps:
+        batch = next(batches)
+        with accelerator.accumulate(model):
+            loss = training_loss(model, noise_scheduler, batch)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+            optimizer.step()
+            lr_scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        ema.step(model.parameters())
+        step += 1
+        progress.update(1)
+        progress.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr_scheduler.get_last_lr()[0]:.1e}")
+        if step % args.checkpoint_every == 0:
+            save_checkpoint(accelerator, checkpoints, step, args.checkpoints_kept)
+        if args.validate_every > 0 and step % args.validate_every == 0:
+            validate()
+        if args.max_minutes is not None and step % 10 == 0:
+            over = torch.tensor(float(time.monotonic() - start > 60 * args.max_minutes), device=accelerator.device)
+            if accelerator.reduce(over, reduction="max").item() > 0:
+                break
+    progress.close()
+
+    save_checkpoint(accelerator, checkpoints, step, args.checkpoints_kept)
+    if args.validate_every > 0 and step % args.validate_every != 0:
+        validate()
+    if accelerator.is_main_process:
+        export_pipeline(accelerator.unwrap_model(model), ema, args, output / "pipeline", step, time.monotonic() - start)
+    accelerator.end_training()
+
+
+def export_pipeline(model, ema, args, folder: Path, step: int, seconds: float) -> None:
+    """Save the EMA weights as a ``save_pretrained`` pipeline folder (fp16 on request)."""
+    final = PatchFusionUNet.from_config(model.config)
+    ema.copy_to(final.parameters())
+    if args.export_fp16:
+        final = final.to(torch.float16)
+    pipeline = LPIPDiffPipeline(unet=final, scheduler=default_scheduler(args.prediction_type))
+    pipeline.save_pretrained(folder)
+    record = {"args": plain_arguments(args), "steps": step, "wall_seconds": round(seconds, 1)}
+    (folder / "training_config.json").write_text(json.dumps(record, indent=2))
+
+
+if __name__ == "__main__":
+    main()
