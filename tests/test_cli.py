@@ -17,7 +17,9 @@ def test_restore_files_and_folders_without_touching_inputs(tmp_path, photos, sav
     single = tmp_path / "single.png"
     PIL.Image.fromarray(np.zeros((40, 30, 3), dtype=np.uint8)).save(single)
     before = {p: p.read_bytes() for p in photos.iterdir()}
-    code = main(["restore", str(photos), str(single), "-o", str(photos), "--model", str(saved_pipeline), "--steps", "2"])
+    code = main(
+        ["restore", str(photos), str(single), "-o", str(photos), "--model", str(saved_pipeline), "--steps", "2"]
+    )
     assert code == 0
     assert {p: p.read_bytes() for p in before} == before  # inputs untouched, even writing into their folder
     outputs = sorted(photos.glob("*_restored*.png"))
@@ -40,8 +42,21 @@ def test_an_input_named_like_an_output_is_not_overwritten(tmp_path, saved_pipeli
 
 def test_unreadable_files_are_reported_and_the_rest_restored(tmp_path, photos, saved_pipeline, capsys):
     (photos / "broken.jpg").write_text("not a jpeg")
-    code = main(["restore", str(photos), str(tmp_path / "missing.png"), "-o", str(tmp_path / "out"),
-                 "--model", str(saved_pipeline), "--steps", "1", "--scheduler", "unipc"])
+    code = main(
+        [
+            "restore",
+            str(photos),
+            str(tmp_path / "missing.png"),
+            "-o",
+            str(tmp_path / "out"),
+            "--model",
+            str(saved_pipeline),
+            "--steps",
+            "1",
+            "--scheduler",
+            "unipc",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 1
     assert "broken.jpg" in captured.err and "missing.png" in captured.err

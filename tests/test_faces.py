@@ -25,7 +25,10 @@ def outside(boxes, shape, margin=0.6):
     mask = np.ones(shape[:2], dtype=bool)
     for left, top, right, bottom in boxes:
         w, h = right - left, bottom - top
-        mask[max(0, int(top - margin * h)) : int(bottom + margin * h), max(0, int(left - margin * w)) : int(right + margin * w)] = False
+        mask[
+            max(0, int(top - margin * h)) : int(bottom + margin * h),
+            max(0, int(left - margin * w)) : int(right + margin * w),
+        ] = False
     return mask
 
 
@@ -74,7 +77,20 @@ def test_cli_whole_photo_restores_every_face_of_a_group(tmp_path, astronaut):
     save_image(np.concatenate([astronaut, astronaut[:, ::-1]], axis=1), tmp_path / "group.png")
     model = tmp_path / "model"
     tiny_pipeline(face_size=32, patch_size=16).save_pretrained(model)
-    code = main(["restore", str(tmp_path / "group.png"), "-o", str(tmp_path / "out"), "--whole-photo",
-                 "--model", str(model), "--steps", "1", "--upscale", "2"])
+    code = main(
+        [
+            "restore",
+            str(tmp_path / "group.png"),
+            "-o",
+            str(tmp_path / "out"),
+            "--whole-photo",
+            "--model",
+            str(model),
+            "--steps",
+            "1",
+            "--upscale",
+            "2",
+        ]
+    )
     assert code == 0
     assert load_image_file(tmp_path / "out" / "group_restored.png").shape == (1024, 2048, 3)

@@ -39,7 +39,11 @@ def run_without_lpipdiff(source, face, tmp_path, env=None):
     out = tmp_path / "out.npy"
     result = subprocess.run(
         [sys.executable, "-c", WITHOUT_LPIPDIFF, str(source), str(tmp_path / "face.npy"), str(out)],
-        cwd=tmp_path, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return np.load(out)
@@ -51,9 +55,18 @@ def exported(tmp_path, saved_pipeline):
 
 
 def test_export_is_self_contained_and_gives_the_same_output(pipeline, exported, val_faces, tmp_path):
-    for name in ("model_index.json", "pipeline_lpipdiff.py", "patches.py", "unet.py", "image_io.py", "README.md",
-                 "unet/lpipdiff_unet.py", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
-                 "scheduler/scheduler_config.json"):
+    for name in (
+        "model_index.json",
+        "pipeline_lpipdiff.py",
+        "patches.py",
+        "unet.py",
+        "image_io.py",
+        "README.md",
+        "unet/lpipdiff_unet.py",
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.safetensors",
+        "scheduler/scheduler_config.json",
+    ):
         assert (exported / name).is_file(), name
     assert not list(exported.rglob("*.bin")) and not list(exported.rglob("*.pkl"))
     expected = pipeline(val_faces[0], num_inference_steps=3, generator=generator(), output_type="np").images
@@ -68,10 +81,13 @@ def test_export_is_self_contained_and_gives_the_same_output(pipeline, exported, 
 
 
 def test_resaving_a_remotely_loaded_pipeline_keeps_the_hub_layout(exported, tmp_path):
-    script = ("import sys; sys.modules['lpipdiff'] = None\n"
-              "from diffusers import DiffusionPipeline\n"
-              f"DiffusionPipeline.from_pretrained({str(exported)!r}, trust_remote_code=True).save_pretrained({str(tmp_path / 'again')!r})\n"
-              f"DiffusionPipeline.from_pretrained({str(tmp_path / 'again')!r}, trust_remote_code=True)\n")
+    script = (
+        "import sys; sys.modules['lpipdiff'] = None\n"
+        "from diffusers import DiffusionPipeline\n"
+        f"pipe = DiffusionPipeline.from_pretrained({str(exported)!r}, trust_remote_code=True)\n"
+        f"pipe.save_pretrained({str(tmp_path / 'again')!r})\n"
+        f"DiffusionPipeline.from_pretrained({str(tmp_path / 'again')!r}, trust_remote_code=True)\n"
+    )
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     index = json.loads((tmp_path / "again" / "model_index.json").read_text())
@@ -89,26 +105,40 @@ def test_repo_id_loads_from_a_prepopulated_offline_cache(pipeline, exported, val
     env = {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
     expected = pipeline(val_faces[0], num_inference_steps=3, generator=generator(), output_type="np").images
     np.testing.assert_array_equal(run_without_lpipdiff("org/lpipdiff-tiny", val_faces[0], tmp_path, env), expected)
-    script = ("import numpy as np, torch\nfrom lpipdiff import LPIPDiffPipeline\n"
-              "pipe = LPIPDiffPipeline.from_pretrained('org/lpipdiff-tiny')\npipe.set_progress_bar_config(disable=True)\n"
-              f"face = np.load({str(tmp_path / 'face.npy')!r})\n"
-              "out = pipe(face, num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type='np').images\n"
-              f"np.save({str(tmp_path / 'local.npy')!r}, out)\n")
-    result = subprocess.run([sys.executable, "-c", script], env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
+    script = (
+        "import numpy as np, torch\nfrom lpipdiff import LPIPDiffPipeline\n"
+        "pipe = LPIPDiffPipeline.from_pretrained('org/lpipdiff-tiny')\npipe.set_progress_bar_config(disable=True)\n"
+        f"face = np.load({str(tmp_path / 'face.npy')!r})\n"
+        "out = pipe(face, num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type='np').images\n"
+        f"np.save({str(tmp_path / 'local.npy')!r}, out)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], env={**os.environ, **env}, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     np.testing.assert_array_equal(np.load(tmp_path / "local.npy"), expected)
 
 
 def test_model_card_names_usage_data_terms_and_citation(exported):
     card = (exported / "README.md").read_text()
-    for needle in ("trust_remote_code=True", "lpipdiff restore", "app.py", "non-commercial", "UTKFace",
-                   "Limitations", "10.1109/ICASSP49660.2025.10888736", "library_name: diffusers"):
+    for needle in (
+        "trust_remote_code=True",
+        "lpipdiff restore",
+        "app.py",
+        "non-commercial",
+        "UTKFace",
+        "Limitations",
+        "10.1109/ICASSP49660.2025.10888736",
+        "library_name: diffusers",
+    ):
         assert needle in card, needle
 
 
 def test_model_card_includes_evaluation_when_present(saved_pipeline, tmp_path):
-    evaluation = {"settings": {}, "presets": {"severe": {"degraded input": {"n": 4, "psnr": 20.0},
-                                                         "LPIP-Diff": {"n": 4, "psnr": 21.5}}}}
+    evaluation = {
+        "settings": {},
+        "presets": {"severe": {"degraded input": {"n": 4, "psnr": 20.0}, "LPIP-Diff": {"n": 4, "psnr": 21.5}}},
+    }
     (saved_pipeline / "evaluation.json").write_text(json.dumps(evaluation))
     (saved_pipeline / "training_config.json").write_text(json.dumps({"steps": 1234, "wall_seconds": 3600, "args": {}}))
     card = (hub.export(saved_pipeline, tmp_path / "out") / "README.md").read_text()
@@ -128,10 +158,19 @@ def test_push_uploads_everything_a_user_needs(saved_pipeline, monkeypatch):
 
     api.upload_folder.side_effect = record
     monkeypatch.setattr("huggingface_hub.HfApi", lambda token=None: api)
-    assert hub.push(saved_pipeline, "org/name", private=True, token="hf_test") == "https://huggingface.co/org/name/commit/1"
+    assert (
+        hub.push(saved_pipeline, "org/name", private=True, token="hf_test")
+        == "https://huggingface.co/org/name/commit/1"
+    )
     api.create_repo.assert_called_once_with("org/name", repo_type="model", private=True, exist_ok=True)
-    assert {"model_index.json", "pipeline_lpipdiff.py", "unet/lpipdiff_unet.py", "README.md",
-            "unet/diffusion_pytorch_model.safetensors", "scheduler/scheduler_config.json"} <= set(uploaded)
+    assert {
+        "model_index.json",
+        "pipeline_lpipdiff.py",
+        "unet/lpipdiff_unet.py",
+        "README.md",
+        "unet/diffusion_pytorch_model.safetensors",
+        "scheduler/scheduler_config.json",
+    } <= set(uploaded)
 
 
 def test_push_space_uploads_app_package_and_front_matter(saved_pipeline, monkeypatch, tmp_path):
@@ -187,10 +226,21 @@ def test_from_pretrained_passes_every_keyword_on(exported):
 
 
 def test_model_card_says_what_to_install_and_how_it_was_trained(saved_pipeline, tmp_path):
-    record = {"steps": 2000, "wall_seconds": 7200, "machine": "one test machine",
-              "args": {"data": "faces/", "prediction_type": "v_prediction", "residual": True, "batch_size": 16,
-                       "learning_rate": 3e-4, "lr_schedule": "cosine", "ema_decay": 0.999},
-              "segments": [{"steps": [0, 2000], "wall_seconds": 7200, "how": "the only segment"}]}
+    record = {
+        "steps": 2000,
+        "wall_seconds": 7200,
+        "machine": "one test machine",
+        "args": {
+            "data": "faces/",
+            "prediction_type": "v_prediction",
+            "residual": True,
+            "batch_size": 16,
+            "learning_rate": 3e-4,
+            "lr_schedule": "cosine",
+            "ema_decay": 0.999,
+        },
+        "segments": [{"steps": [0, 2000], "wall_seconds": 7200, "how": "the only segment"}],
+    }
     (saved_pipeline / "training_config.json").write_text(json.dumps(record))
     card = (hub.export(saved_pipeline, tmp_path / "out") / "README.md").read_text()
     install = next(line for line in card.splitlines() if line.startswith("pip install "))

@@ -65,7 +65,7 @@ def test_bad_arrays_are_explained(bad, message):
 
 
 def test_grayscale_rgba_16bit_and_palette_images_become_rgb(tmp_path):
-    base = (np.arange(32 * 32, dtype=np.float64).reshape(32, 32) / (32 * 32 - 1))
+    base = np.arange(32 * 32, dtype=np.float64).reshape(32, 32) / (32 * 32 - 1)
     gray16 = tmp_path / "gray16.png"
     PIL.Image.fromarray((base * 65535).astype(np.uint16)).save(gray16)
     rgba = tmp_path / "rgba.png"
@@ -107,7 +107,9 @@ def test_wrong_model_folder_is_explained(tmp_path):
     (tmp_path / "model_index.json").write_text("{not json")
     with pytest.raises(ModelLoadError, match="not valid JSON"):
         load_pipeline(tmp_path)
-    (tmp_path / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline", "vae": ["diffusers", "AutoencoderKL"]}')
+    (tmp_path / "model_index.json").write_text(
+        '{"_class_name": "StableDiffusionPipeline", "vae": ["diffusers", "AutoencoderKL"]}'
+    )
     with pytest.raises(ModelLoadError, match="not an LPIP-Diff pipeline"):
         load_pipeline(tmp_path)
 

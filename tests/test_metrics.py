@@ -59,9 +59,11 @@ def test_identity_and_landmarks(faces, geometry):
 @pytest.mark.slow
 def test_fid(faces):
     assert abs(frechet_inception_distance(faces, faces)) < 1e-3
-    assert frechet_inception_distance([blurred(f, 3.0) for f in faces], faces) > frechet_inception_distance(
-        [blurred(f, 0.7) for f in faces], faces
-    ) > 1
+    assert (
+        frechet_inception_distance([blurred(f, 3.0) for f in faces], faces)
+        > frechet_inception_distance([blurred(f, 0.7) for f in faces], faces)
+        > 1
+    )
 
 
 def test_frechet_distance_matches_scipy_sqrtm():
@@ -76,6 +78,13 @@ def test_frechet_distance_matches_scipy_sqrtm():
 
 
 def test_markdown_table():
-    results = {"presets": {"severe": {"degraded input": {"n": 2, "psnr": 20.0}, "LPIP-Diff": {"n": 2, "psnr": 21.25, "seconds_per_face": 1.5}}}}
+    results = {
+        "presets": {
+            "severe": {
+                "degraded input": {"n": 2, "psnr": 20.0},
+                "LPIP-Diff": {"n": 2, "psnr": 21.25, "seconds_per_face": 1.5},
+            }
+        }
+    }
     table = results_table(results)
     assert "| severe | LPIP-Diff | 2 | 21.25 | 1.5 |" in table and "PSNR" in table

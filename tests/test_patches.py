@@ -4,7 +4,9 @@ import torch
 from lpipdiff.patches import PatchGrid, fusion_window, grid_starts
 
 
-@pytest.mark.parametrize("size,patch,stride", [(128, 64, 32), (100, 64, 30), (37, 16, 5), (64, 64, 8), (65, 64, 64), (17, 3, 2)])
+@pytest.mark.parametrize(
+    "size,patch,stride", [(128, 64, 32), (100, 64, 30), (37, 16, 5), (64, 64, 8), (65, 64, 64), (17, 3, 2)]
+)
 def test_grid_covers_every_pixel_and_stays_inside(size, patch, stride):
     starts = grid_starts(size, patch, stride)
     assert starts[0] == 0 and starts[-1] == size - patch

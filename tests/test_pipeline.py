@@ -73,8 +73,14 @@ def test_step_callback_follows_the_diffusers_contract(pipeline, val_faces):
         return {}
 
     face = val_faces[2]
-    restored = pipeline(face, num_inference_steps=3, generator=generator(), output_type="np",
-                        callback_on_step_end=zero_after_last_step, callback_on_step_end_tensor_inputs=["sample"])
+    restored = pipeline(
+        face,
+        num_inference_steps=3,
+        generator=generator(),
+        output_type="np",
+        callback_on_step_end=zero_after_last_step,
+        callback_on_step_end_tensor_inputs=["sample"],
+    )
     assert [s for s, _, _ in seen] == [0, 1, 2] and seen[0][1] > seen[-1][1]
     assert seen[0][2] == (1, 3, 32, 32)
     # A zero residual decodes to the degraded input itself (resized to the model and back).
@@ -95,7 +101,10 @@ def test_save_and_load_round_trip(pipeline, saved_pipeline, val_faces):
     assert (saved_pipeline / "unet" / "diffusion_pytorch_model.safetensors").is_file()
     loaded = LPIPDiffPipeline.from_pretrained(saved_pipeline)
     assert isinstance(loaded.unet, PatchFusionUNet) and type(loaded.scheduler) is type(pipeline.scheduler)
-    public = lambda config: json.loads(json.dumps({k: v for k, v in config.items() if not k.startswith("_")}))
+
+    def public(config):
+        return json.loads(json.dumps({k: v for k, v in config.items() if not k.startswith("_")}))
+
     assert public(loaded.unet.config) == public(pipeline.unet.config)
     loaded.set_progress_bar_config(disable=True)
     expected = pipeline(val_faces[0], num_inference_steps=3, generator=generator(), output_type="np").images
@@ -106,7 +115,9 @@ def test_save_and_load_round_trip(pipeline, saved_pipeline, val_faces):
 def test_batch_of_two_equals_two_single_calls(pipeline, val_faces):
     faces = val_faces[:2]
     batch = pipeline(faces, num_inference_steps=3, generator=[generator(5), generator(6)], output_type="np")
-    singles = [pipeline(f, num_inference_steps=3, generator=generator(s), output_type="np") for f, s in zip(faces, (5, 6))]
+    singles = [
+        pipeline(f, num_inference_steps=3, generator=generator(s), output_type="np") for f, s in zip(faces, (5, 6))
+    ]
     for i, single in enumerate(singles):
         np.testing.assert_allclose(batch.images[i], single.images[0], atol=1e-5)
         np.testing.assert_allclose(batch.uncertainty[i], single.uncertainty[0], atol=1e-5)
@@ -138,8 +149,12 @@ def test_uncertainty_is_where_patches_overlap(pipeline, val_faces):
 
 def test_window_fusion_and_stride_change_the_result(pipeline, val_faces):
     base = pipeline(val_faces[0], num_inference_steps=2, generator=generator(), output_type="np").images
-    window = pipeline(val_faces[0], num_inference_steps=2, fusion="window", generator=generator(), output_type="np").images
-    dense = pipeline(val_faces[0], num_inference_steps=2, patch_stride=4, generator=generator(), output_type="np").images
+    window = pipeline(
+        val_faces[0], num_inference_steps=2, fusion="window", generator=generator(), output_type="np"
+    ).images
+    dense = pipeline(
+        val_faces[0], num_inference_steps=2, patch_stride=4, generator=generator(), output_type="np"
+    ).images
     assert not np.allclose(base, window) and not np.allclose(base, dense)
 
 
