@@ -1,13 +1,16 @@
 """Train an LPIP-Diff patch denoiser with accelerate (CPU, one GPU, several GPUs or nodes).
 
     lpipdiff train --data ../shared/data/utkface/train --output runs/x
+    python -m lpipdiff.data pack ../shared/data/utkface/train faces.npz && lpipdiff train --data faces.npz ...
     accelerate launch -m lpipdiff.train --data /path/to/ffhq --output runs/ffhq --face-size 512 --patch-size 128
 
 Checkpoints (``OUTPUT/checkpoints/checkpoint-STEP``) hold the model, EMA, optimizer, LR
 schedule and RNG states; each is written under a temporary name and renamed when
 complete, so a kill during a save never damages the last good one. ``--resume latest``
-continues from the newest. Validation samples real faces through the real pipeline (the
-loss alone says little about samples) and appends PSNR and identity distance to
+continues from the newest. Faces are decoded once and held on the training device, where
+they are degraded in batches and cut into ``--patches-per-face`` patches each (see
+:mod:`lpipdiff.data`), so the device does not wait for data. Validation samples real faces
+through the real pipeline (the loss alone says little about samples) and appends PSNR and identity distance to
 ``OUTPUT/validation.jsonl`` with an image grid in ``OUTPUT/samples/``. The final EMA
 weights are exported as a pipeline folder in ``OUTPUT/pipeline``.
 """
@@ -28,10 +31,10 @@ from accelerate.utils import set_seed
 from diffusers import DDPMScheduler
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .data import FacePatchDataset
+from .data import DEFAULT_MEMORY_BUDGET, PatchBatches, face_source, open_faces
+from .degradation_torch import BatchDegradation
 from .pipeline_lpipdiff import DEFAULT_STEPS, LPIPDiffPipeline
 from .schedulers import default_scheduler
 from .unet import PatchFusionUNet
@@ -42,7 +45,7 @@ CHECKPOINT_PREFIX = "checkpoint-"
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
-    add("--data", required=True, help="folder of clean aligned faces")
+    add("--data", required=True, help="folder of clean aligned faces, or a pack of them (python -m lpipdiff.data pack)")
     add("--output", required=True, help="run folder (checkpoints, logs, samples, final pipeline)")
     add("--val-data", default=None, help="clean faces for validation (default: DATA/../val when it exists)")
     add("--init-from", default=None, help="pipeline folder whose weights start training (e.g. the bundled model)")
@@ -70,7 +73,10 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     add("--val-faces", type=int, default=8)
     add("--val-steps", type=int, default=DEFAULT_STEPS)
     add("--mixed-precision", default="no", choices=["no", "fp16", "bf16"])
-    add("--num-workers", type=int, default=2)
+    add("--patches-per-face", type=int, default=4, help="patches cropped from each degraded face")
+    add("--memory-budget-gb", type=float, default=DEFAULT_MEMORY_BUDGET / 2**30,
+        help="decoded faces up to this size are held on the device; beyond it they are decoded by workers")
+    add("--num-workers", type=int, default=2, help="decoding workers, used only beyond the memory budget")
     add("--seed", type=int, default=0)
     add("--resume", default=None, help="'latest' or a checkpoint folder")
     add("--export-fp16", action="store_true", help="export the final pipeline with fp16 weights")
@@ -129,9 +135,12 @@ def plain_arguments(args) -> dict:
     return {k: v for k, v in vars(args).items() if k not in ("command", "handler")}
 
 
-def infinite(loader):
-    while True:
-        yield from loader
+def training_batches(args, unet_config, device) -> PatchBatches:
+    """Endless batches on ``device``; every process of a multi-GPU run draws its own."""
+    faces = open_faces(args.data, unet_config.face_size)
+    source = face_source(faces, device, int(args.memory_budget_gb * 2**30), args.num_workers)
+    degradation = BatchDegradation(face_size=unet_config.face_size)
+    return PatchBatches(source, degradation, unet_config.patch_size, args.batch_size, args.patches_per_face)
 
 
 def list_checkpoints(folder: Path) -> list[Path]:
@@ -226,16 +235,8 @@ def main(argv=None, namespace=None):
         num_warmup_steps=args.warmup_steps * accelerator.num_processes,
         num_training_steps=args.max_steps * accelerator.num_processes,
     )
-    dataset = FacePatchDataset(args.data, face_size=model.config.face_size, patch_size=model.config.patch_size)
-    loader = DataLoader(
-        dataset,
-        batch_size=args.batch_size,
-        shuffle=True,
-        num_workers=args.num_workers,
-        drop_last=True,
-        persistent_workers=args.num_workers > 0,
-    )
-    model, optimizer, loader, lr_scheduler = accelerator.prepare(model, optimizer, loader, lr_scheduler)
+    batches = training_batches(args, model.config, accelerator.device)
+    model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     ema.to(accelerator.device)
     accelerator.register_for_checkpointing(ema)
 
@@ -268,7 +269,6 @@ def main(argv=None, namespace=None):
         accelerator.print(json.dumps(result))
 
     start = time.monotonic()
-    batches = infinite(loader)
     progress = tqdm(total=args.max_steps, initial=step, disable=not accelerator.is_local_main_process, desc="train")
     model.train()
     while step < args.max_steps:
