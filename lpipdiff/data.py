@@ -138,8 +138,9 @@ def crop_examples(clean, degraded, coordinates, tops, lefts, patch_size: int) ->
     def crop(images):
         channels = images.shape[1]
         flat = images.reshape(images.shape[0], channels, height * width).expand(batch, -1, -1)
-        patches = flat.gather(2, index.expand(-1, channels, -1)).reshape(batch, channels, per_face, patch_size, patch_size)
-        return patches.transpose(1, 2).reshape(batch * per_face, channels, patch_size, patch_size)
+        patches = flat.gather(2, index.expand(-1, channels, -1))
+        patches = patches.reshape(batch, channels, per_face, patch_size, patch_size).transpose(1, 2)
+        return patches.reshape(batch * per_face, channels, patch_size, patch_size)
 
     context = F.interpolate(degraded, size=(patch_size, patch_size), mode="area")
     return {

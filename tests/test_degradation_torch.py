@@ -65,7 +65,7 @@ def test_both_implementations_damage_real_faces_alike(faces, preset):
 
 
 def test_the_steps_match_their_cpu_counterparts(faces):
-    sigma_x, sigma_y, angle = torch.tensor([0.5, 2.0, 3.0]), torch.tensor([0.5, 1.0, 3.5]), torch.tensor([0.0, 1.0, 2.5])
+    sigma_x, sigma_y, angle = torch.tensor([[0.5, 2.0, 3.0], [0.5, 1.0, 3.5], [0.0, 1.0, 2.5]])
     for i, kernel in enumerate(gaussian_kernels(11, sigma_x, sigma_y, angle)):
         expected = gaussian_kernel(11, sigma_x[i].item(), sigma_y[i].item(), angle[i].item())
         assert np.allclose(kernel.numpy(), expected, atol=1e-7)

@@ -6,7 +6,8 @@ import torch
 from diffusers import DDPMScheduler
 from safetensors.torch import load_file
 
-from lpipdiff.data import FacesFromFiles, FacesInMemory, PatchBatches, crop_examples, face_source, open_faces, pack_faces
+from lpipdiff.data import (FacesFromFiles, FacesInMemory, PatchBatches, crop_examples, face_source, open_faces,
+                           pack_faces)
 from lpipdiff.degradation_torch import BatchDegradation
 from lpipdiff.schedulers import default_scheduler
 from lpipdiff.train import list_checkpoints, main, training_loss
@@ -34,16 +35,19 @@ def test_batches_are_aligned_random_crops_of_degraded_real_faces(faces):
     assert isinstance(batches.faces, FacesInMemory) and batches.faces.faces.dtype == torch.uint8
     batch = next(batches)
     assert set(batch) == {"clean", "degraded", "coordinates", "context"}
-    assert all(batch[k].shape == (8, c, 16, 16) for k, c in zip(("clean", "degraded", "coordinates", "context"), (3, 3, 2, 3)))
+    channels = {"clean": 3, "degraded": 3, "coordinates": 2, "context": 3}
+    assert {k: v.shape for k, v in batch.items()} == {k: (8, c, 16, 16) for k, c in channels.items()}
     assert batch["clean"].min() >= -1 and batch["clean"].max() <= 1
     assert not torch.equal(batch["clean"], batch["degraded"])
     # Four crops share a face (and its context); the crop is where its coordinates say it is.
-    assert torch.equal(batch["context"][0], batch["context"][3]) and not torch.equal(batch["context"][0], batch["context"][4])
+    context = batch["context"]
+    assert torch.equal(context[0], context[3]) and not torch.equal(context[0], context[4])
     grid = coordinate_channels(32)[0]
     corners = set()
     for _ in range(5):
         for coordinates in next(batches)["coordinates"]:
-            top, left = [int(torch.nonzero(grid[0, :, 0] == coordinates[0, 0, 0])), int(torch.nonzero(grid[1, 0] == coordinates[1, 0, 0]))]
+            top = int(torch.nonzero(grid[0, :, 0] == coordinates[0, 0, 0]))
+            left = int(torch.nonzero(grid[1, 0] == coordinates[1, 0, 0]))
             assert torch.equal(coordinates, grid[:, top : top + 16, left : left + 16])
             corners.add((top, left))
     assert len(corners) > 20  # crops start anywhere, not only on a grid
