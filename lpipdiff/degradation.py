@@ -62,6 +62,11 @@ PRESETS: dict[str, DegradationPreset] = {
 }
 
 
+def blur_kernel_size(preset: DegradationPreset, face_size: int) -> int:
+    """The preset's blur kernel side at ``face_size``: scaled like sigma, odd, at least 3."""
+    return max(3, int(round(preset.kernel_size * face_size / REFERENCE_SIZE)) | 1)
+
+
 def gaussian_kernel(size: int, sigma_x: float, sigma_y: float, angle: float) -> np.ndarray:
     """A normalised (an)isotropic Gaussian kernel of odd ``size`` rotated by ``angle`` radians."""
     half = size // 2
@@ -95,8 +100,7 @@ class Degradation:
         self.face_size = face_size
         self.color = color
         self.scale = face_size / REFERENCE_SIZE
-        kernel_size = int(round(preset.kernel_size * self.scale))
-        self.kernel_size = max(3, kernel_size | 1)
+        self.kernel_size = blur_kernel_size(preset, face_size)
 
     def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         p = self.preset

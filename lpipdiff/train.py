@@ -1,13 +1,16 @@
 """Train an LPIP-Diff patch denoiser with accelerate (CPU, one GPU, several GPUs or nodes).
 
     lpipdiff train --data ../shared/data/utkface/train --output runs/x
+    python -m lpipdiff.data pack ../shared/data/utkface/train faces.npz && lpipdiff train --data faces.npz ...
     accelerate launch -m lpipdiff.train --data /path/to/ffhq --output runs/ffhq --face-size 512 --patch-size 128
 
 Checkpoints (``OUTPUT/checkpoints/checkpoint-STEP``) hold the model, EMA, optimizer, LR
 schedule and RNG states; each is written under a temporary name and renamed when
 complete, so a kill during a save never damages the last good one. ``--resume latest``
-continues from the newest. Validation samples real faces through the real pipeline (the
-loss alone says little about samples) and appends PSNR and identity distance to
+continues from the newest. Faces are decoded once and held on the training device, where
+they are degraded in batches and cut into ``--patches-per-face`` patches each (see
+:mod:`lpipdiff.data`), so the device does not wait for data. Validation samples real faces
+through the real pipeline (the loss alone says little about samples) and appends PSNR and identity distance to
 ``OUTPUT/validation.jsonl`` with an image grid in ``OUTPUT/samples/``. The final EMA
 weights are exported as a pipeline folder in ``OUTPUT/pipeline``.
 """
@@ -15,6 +18,7 @@ weights are exported as a pipeline folder in ``OUTPUT/pipeline``.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import shutil
 import time
@@ -28,29 +32,40 @@ from accelerate.utils import set_seed
 from diffusers import DDPMScheduler
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .data import FacePatchDataset
+from .data import DEFAULT_MEMORY_BUDGET, PatchBatches, face_source, open_faces
+from .degradation_torch import BatchDegradation
 from .pipeline_lpipdiff import DEFAULT_STEPS, LPIPDiffPipeline
 from .sampling import default_scheduler
 from .unet import PatchFusionUNet
 
 CHECKPOINT_PREFIX = "checkpoint-"
+# The UNet's own defaults are the training defaults: one source for the architecture.
+UNET_DEFAULTS = {
+    name: parameter.default
+    for name, parameter in inspect.signature(PatchFusionUNet.__init__).parameters.items()
+    if parameter.default is not inspect.Parameter.empty
+}
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = parser or argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add = parser.add_argument
-    add("--data", required=True, help="folder of clean aligned faces")
+    add("--data", required=True, help="folder of clean aligned faces, or a pack of them (python -m lpipdiff.data pack)")
     add("--output", required=True, help="run folder (checkpoints, logs, samples, final pipeline)")
     add("--val-data", default=None, help="clean faces for validation (default: DATA/../val when it exists)")
     add("--init-from", default=None, help="pipeline folder whose weights start training (e.g. the bundled model)")
-    add("--face-size", type=int, default=128)
-    add("--patch-size", type=int, default=64)
-    add("--channels", default="32,64,128,128", help="UNet block widths")
-    add("--attention-levels", default="2", help="which down levels (0-based) use attention, comma separated")
-    add("--layers-per-block", type=int, default=1)
+    unet = UNET_DEFAULTS
+    attention = [i for i, block in enumerate(unet["down_block_types"]) if block.startswith("Attn")]
+    add("--face-size", type=int, default=unet["face_size"])
+    add("--patch-size", type=int, default=unet["patch_size"])
+    add("--channels", default=",".join(map(str, unet["block_out_channels"])), help="UNet block widths")
+    add("--attention-levels", default=",".join(map(str, attention)),
+        help="which down levels (0-based) use attention, comma separated")
+    add("--layers-per-block", type=int, default=unet["layers_per_block"])
     add("--prediction-type", default="v_prediction", choices=["epsilon", "v_prediction", "sample"])
     add("--residual", action=argparse.BooleanOptionalAction, default=True, help="diffuse clean minus degraded")
     add("--global-context", action=argparse.BooleanOptionalAction, default=True)
@@ -70,7 +85,10 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     add("--val-faces", type=int, default=8)
     add("--val-steps", type=int, default=DEFAULT_STEPS)
     add("--mixed-precision", default="no", choices=["no", "fp16", "bf16"])
-    add("--num-workers", type=int, default=2)
+    add("--patches-per-face", type=int, default=4, help="patches cropped from each degraded face")
+    add("--memory-budget-gb", type=float, default=DEFAULT_MEMORY_BUDGET / 2**30,
+        help="decoded faces up to this size are held on the device; beyond it they are decoded by workers")
+    add("--num-workers", type=int, default=2, help="decoding workers, used only beyond the memory budget")
     add("--seed", type=int, default=0)
     add("--resume", default=None, help="'latest' or a checkpoint folder")
     add("--export-fp16", action="store_true", help="export the final pipeline with fp16 weights")
@@ -92,22 +110,15 @@ def build_unet(args) -> PatchFusionUNet:
         layers_per_block=args.layers_per_block,
         down_block_types=down,
         up_block_types=up,
-        norm_num_groups=min(8, channels[0]),
-        attention_head_dim=min(32, min(channels)),
+        norm_num_groups=min(UNET_DEFAULTS["norm_num_groups"], channels[0]),
+        attention_head_dim=min(UNET_DEFAULTS["attention_head_dim"], min(channels)),
     )
-
-
-def diffusion_target(unet_config, clean, degraded):
-    """What is diffused: the clean patch, or the scaled residual over the degraded patch."""
-    if unet_config.residual:
-        return unet_config.residual_scale * (clean - degraded)
-    return clean
 
 
 def training_loss(model, noise_scheduler, batch, generator=None):
     """The denoising loss of one batch at random timesteps."""
-    unet_config = model.module.config if hasattr(model, "module") else model.config  # DDP-wrapped or not
-    x0 = diffusion_target(unet_config, batch["clean"], batch["degraded"])
+    unet = model.module if hasattr(model, "module") else model  # DDP-wrapped or not
+    x0 = unet.encode(batch["clean"], batch["degraded"])
     noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     timesteps = torch.randint(
         0, noise_scheduler.config.num_train_timesteps, (x0.shape[0],), generator=generator, device=x0.device
@@ -129,14 +140,18 @@ def plain_arguments(args) -> dict:
     return {k: v for k, v in vars(args).items() if k not in ("command", "handler")}
 
 
-def infinite(loader):
-    while True:
-        yield from loader
+def training_batches(args, unet_config, device) -> PatchBatches:
+    """Endless batches on ``device``; every process of a multi-GPU run draws its own."""
+    faces = open_faces(args.data, unet_config.face_size)
+    source = face_source(faces, device, int(args.memory_budget_gb * 2**30), args.num_workers)
+    degradation = BatchDegradation(face_size=unet_config.face_size)
+    return PatchBatches(source, degradation, unet_config.patch_size, args.batch_size, args.patches_per_face)
 
 
 def list_checkpoints(folder: Path) -> list[Path]:
     """Complete checkpoints, oldest first (temporary folders of interrupted saves are ignored)."""
-    found = [p for p in folder.glob(CHECKPOINT_PREFIX + "*") if p.is_dir() and p.name[len(CHECKPOINT_PREFIX) :].isdigit()]
+    prefix = len(CHECKPOINT_PREFIX)
+    found = [p for p in folder.glob(CHECKPOINT_PREFIX + "*") if p.is_dir() and p.name[prefix:].isdigit()]
     return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
 
 
@@ -169,7 +184,8 @@ class Validator:
         # Half moderate, half severe, seeded by file name: the same inputs at every validation.
         self.clean = [resize_array(load_image_file(f), face_size) for f in files]
         presets = [Degradation("moderate", face_size, color=False), Degradation("severe", face_size, color=False)]
-        self.degraded = [presets[i % 2](c, image_seed(i % 2, f.name)) for i, (c, f) in enumerate(zip(self.clean, files))]
+        pairs = enumerate(zip(self.clean, files))
+        self.degraded = [presets[i % 2](clean, image_seed(i % 2, file.name)) for i, (clean, file) in pairs]
         self.steps, self.output, self.prediction_type = steps, output, prediction_type
         try:
             from .metrics import FaceGeometry
@@ -192,7 +208,9 @@ class Validator:
             "psnr_input": float(np.mean([psnr(d, c) for d, c in zip(self.degraded, self.clean)])),
         }
         if self.geometry is not None:
-            result["identity"] = float(np.mean([self.geometry.identity_distance(r, c) for r, c in zip(restored, self.clean)]))
+            result["identity"] = float(
+                np.mean([self.geometry.identity_distance(r, c) for r, c in zip(restored, self.clean)])
+            )
             result["identity_input"] = float(
                 np.mean([self.geometry.identity_distance(d, c) for d, c in zip(self.degraded, self.clean)])
             )
@@ -226,16 +244,8 @@ def main(argv=None, namespace=None):
         num_warmup_steps=args.warmup_steps * accelerator.num_processes,
         num_training_steps=args.max_steps * accelerator.num_processes,
     )
-    dataset = FacePatchDataset(args.data, face_size=model.config.face_size, patch_size=model.config.patch_size)
-    loader = DataLoader(
-        dataset,
-        batch_size=args.batch_size,
-        shuffle=True,
-        num_workers=args.num_workers,
-        drop_last=True,
-        persistent_workers=args.num_workers > 0,
-    )
-    model, optimizer, loader, lr_scheduler = accelerator.prepare(model, optimizer, loader, lr_scheduler)
+    batches = training_batches(args, model.config, accelerator.device)
+    model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     ema.to(accelerator.device)
     accelerator.register_for_checkpointing(ema)
 
@@ -268,7 +278,6 @@ def main(argv=None, namespace=None):
         accelerator.print(json.dumps(result))
 
     start = time.monotonic()
-    batches = infinite(loader)
     progress = tqdm(total=args.max_steps, initial=step, disable=not accelerator.is_local_main_process, desc="train")
     model.train()
     while step < args.max_steps:

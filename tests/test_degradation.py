@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 
 from lpipdiff.degradation import PRESETS, Degradation, image_seed
-from lpipdiff.pairs import make_test_set
 from lpipdiff.image_io import list_images, load_image_file
 from lpipdiff.metrics import psnr
+from lpipdiff.pairs import make_test_set
 
 
 def test_same_seed_same_degradation(val_faces):
@@ -41,7 +41,10 @@ def test_a_preset_loses_as_much_at_128_as_at_512(val_faces):
     small = cv2.resize(face, (128, 128), interpolation=cv2.INTER_AREA)
     for preset in PRESETS:
         big, little = Degradation(preset, 512, color=False), Degradation(preset, 128, color=False)
-        shrink = lambda image: cv2.resize(image, (128, 128), interpolation=cv2.INTER_AREA)
+
+        def shrink(image):
+            return cv2.resize(image, (128, 128), interpolation=cv2.INTER_AREA)
+
         at_512 = np.mean([psnr(shrink(big(face, image_seed(s, "x"))), small) for s in range(12)])
         at_128 = np.mean([psnr(little(small, image_seed(s, "x")), small) for s in range(12)])
         assert abs(at_512 - at_128) < 1.0, (preset, at_512, at_128)

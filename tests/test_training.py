@@ -6,9 +6,19 @@ import torch
 from diffusers import DDPMScheduler
 from safetensors.torch import load_file
 
-from lpipdiff.data import FacePatchDataset
+from lpipdiff.data import (
+    FacesFromFiles,
+    FacesInMemory,
+    PatchBatches,
+    crop_examples,
+    face_source,
+    open_faces,
+    pack_faces,
+)
+from lpipdiff.degradation_torch import BatchDegradation
 from lpipdiff.sampling import default_scheduler
 from lpipdiff.train import list_checkpoints, main, training_loss
+from lpipdiff.unet import coordinate_channels
 
 from conftest import copy_val_faces, tiny_unet
 
@@ -21,29 +31,56 @@ def faces(tmp_path):
     return copy_val_faces(tmp_path / "faces", 6)
 
 
-def test_dataset_gives_aligned_random_crops(faces):
+def patch_batches(faces, batch_size=8, patches_per_face=4, memory_budget=2**30):
     torch.manual_seed(0)
-    dataset = FacePatchDataset(faces, face_size=32, patch_size=16)
-    item = dataset[0]
-    assert set(item) == {"clean", "degraded", "coordinates", "context"}
-    assert all(v.shape == (c, 16, 16) for v, c in zip(item.values(), (3, 3, 2, 3)))
-    assert item["clean"].min() >= -1 and item["clean"].max() <= 1
-    corners = {tuple(dataset[0]["coordinates"][:, 0, 0].tolist()) for _ in range(20)}
-    assert len(corners) > 5  # crops start anywhere, not only on a grid
+    source = face_source(open_faces(faces, 32), "cpu", memory_budget=memory_budget, num_workers=0)
+    return PatchBatches(source, BatchDegradation(face_size=32), 16, batch_size, patches_per_face)
 
 
-def test_dataloader_workers_draw_different_degradations(faces):
-    torch.manual_seed(0)
-    dataset = FacePatchDataset(faces, face_size=32, patch_size=16)
-    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, [0] * 4), batch_size=1, num_workers=2)
-    crops = [batch["degraded"] for batch in loader]
-    assert all(not torch.equal(crops[0], other) for other in crops[1:])
+def test_batches_are_aligned_random_crops_of_degraded_real_faces(faces):
+    batches = patch_batches(faces)
+    assert isinstance(batches.faces, FacesInMemory) and batches.faces.faces.dtype == torch.uint8
+    batch = next(batches)
+    assert set(batch) == {"clean", "degraded", "coordinates", "context"}
+    channels = {"clean": 3, "degraded": 3, "coordinates": 2, "context": 3}
+    assert {k: v.shape for k, v in batch.items()} == {k: (8, c, 16, 16) for k, c in channels.items()}
+    assert batch["clean"].min() >= -1 and batch["clean"].max() <= 1
+    assert not torch.equal(batch["clean"], batch["degraded"])
+    # Four crops share a face (and its context); the crop is where its coordinates say it is.
+    context = batch["context"]
+    assert torch.equal(context[0], context[3]) and not torch.equal(context[0], context[4])
+    grid = coordinate_channels(32)[0]
+    corners = set()
+    for _ in range(5):
+        for coordinates in next(batches)["coordinates"]:
+            top = int(torch.nonzero(grid[0, :, 0] == coordinates[0, 0, 0]))
+            left = int(torch.nonzero(grid[1, 0] == coordinates[1, 0, 0]))
+            assert torch.equal(coordinates, grid[:, top : top + 16, left : left + 16])
+            corners.add((top, left))
+    assert len(corners) > 20  # crops start anywhere, not only on a grid
+
+
+def test_crops_hold_the_face_pixels(faces):
+    clean = torch.rand(2, 3, 32, 32)
+    tops, lefts = torch.tensor([[0, 5], [16, 3]]), torch.tensor([[7, 0], [16, 9]])
+    crops = crop_examples(clean, clean, coordinate_channels(32), tops, lefts, 16)
+    assert torch.equal(crops["clean"][1], clean[0, :, 5:21, 0:16])
+    assert torch.equal(crops["clean"][2], clean[1, :, 16:32, 16:32])
+
+
+def test_a_pack_holds_the_folder_and_faces_past_the_budget_stream_from_it(faces, tmp_path):
+    size = pack_faces(faces, tmp_path / "faces.pack")
+    assert size < 1.01 * sum(p.stat().st_size for p in faces.iterdir()) + 4096
+    from_folder, from_pack = open_faces(faces, 32), open_faces(tmp_path / "faces.pack", 32)
+    assert len(from_pack) == len(from_folder) == 6
+    assert all(torch.equal(from_folder[i], from_pack[i]) for i in range(6))
+    streamed = patch_batches(tmp_path / "faces.pack", memory_budget=0)
+    assert isinstance(streamed.faces, FacesFromFiles)
+    assert next(streamed)["clean"].shape == (8, 3, 16, 16)
 
 
 def test_a_few_steps_reduce_the_loss_on_a_fixed_batch(faces):
-    torch.manual_seed(0)
-    dataset = FacePatchDataset(faces, face_size=32, patch_size=16)
-    batch = torch.utils.data.default_collate([dataset[i % len(dataset)] for i in range(8)])
+    batch = next(patch_batches(faces))
     model = tiny_unet().train()
     noise_scheduler = DDPMScheduler.from_config(default_scheduler().config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
