@@ -48,8 +48,11 @@ MAX_WORK = int(os.environ.get("LPIPDIFF_MAX_WORK", 1200))
 MAX_SECONDS = float(os.environ.get("LPIPDIFF_MAX_SECONDS", 90))
 # A request whose page or client stopped listening this long ago is stopped at its next step.
 ABANDONED_AFTER = 5.0
-# Requests worked on at once; more wait in the queue (and beyond its size are refused).
-CONCURRENT_REQUESTS, QUEUE_SIZE = 2, 16
+# Two lanes, one restoration each: light requests (at most this much work a face: a step or two
+# of one sample) never wait behind heavy ones. Gradio hands over up to ACCEPTED requests at once
+# (the rest wait in its queue, and beyond QUEUE_SIZE are refused with "Queue is full").
+LIGHT_WORK = 100
+ACCEPTED, QUEUE_SIZE = 8, 8
 # Auto mode treats an image without a detected face as an aligned face only when it looks like one.
 ALIGNED_MAX_SIDE, ALIGNED_MAX_ASPECT = 512, 1.5
 LIMITS = (
@@ -57,7 +60,7 @@ LIMITS = (
     f"{MAX_SAMPLES} samples, and {MAX_WORK} patch restorations a request (faces x samples x steps x patches "
     f"per step; the largest faces are kept). Grayscale, RGBA (alpha is dropped) and 16-bit images are accepted."
 )
-WORKERS = ThreadPoolExecutor(max_workers=CONCURRENT_REQUESTS, thread_name_prefix="restore")
+LANES = {lane: ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"restore-{lane}") for lane in ("light", "heavy")}
 
 
 class Tally:
@@ -86,6 +89,10 @@ class Watchdog:
     def __init__(self, seconds: float):
         self.started = self.last_beat = time.monotonic()
         self.seconds = seconds
+
+    def start(self) -> None:
+        """The work begins (after waiting for its lane): the time limit counts from here."""
+        self.started = time.monotonic()
 
     def beat(self) -> None:
         self.last_beat = time.monotonic()
@@ -128,11 +135,18 @@ def colour_map(uncertainty: np.ndarray) -> np.ndarray:
     return heat[..., ::-1]
 
 
+def work_per_face(pipeline, samples: int, steps: int, strength: float, stride: int) -> int:
+    """UNet patch evaluations of one face: samples x steps run x patches a step."""
+    config = pipeline.unet.config
+    patches = PatchGrid(config.face_size, config.face_size, config.patch_size, stride).num_patches
+    return samples * pipeline.steps_to_run(steps, strength) * patches
+
+
 def affordable_faces(pipeline, samples: int, steps: int, strength: float, stride: int) -> int:
     """How many faces one request may restore within ``MAX_WORK``; a clear error when not one."""
     config = pipeline.unet.config
     patches = PatchGrid(config.face_size, config.face_size, config.patch_size, stride).num_patches
-    per_face = samples * pipeline.steps_to_run(steps, strength) * patches
+    per_face = work_per_face(pipeline, samples, steps, strength, stride)
     if per_face > MAX_WORK:
         raise ValueError(
             f"this request needs {per_face} patch restorations a face ({samples} sample(s) x "
@@ -149,6 +163,7 @@ def looks_aligned(image: np.ndarray) -> bool:
 
 def restore_request(image_path, mode, steps, scheduler, strength, stride, seed, samples, detail, watchdog, progress):
     """The work of one request (in a worker thread). Returns the five outputs."""
+    watchdog.start()
     started = time.perf_counter()
     try:
         if not image_path:
@@ -237,7 +252,13 @@ def restore(image_path, mode="Auto", steps=DEFAULT_STEPS, scheduler=DEFAULT_SCHE
     watchdog = Watchdog(MAX_SECONDS)
     arguments = (image_path, mode, steps, scheduler, strength, stride, seed, samples, detail, watchdog, progress)
     # copy_context: gr.Progress finds its request through context variables.
-    job = WORKERS.submit(contextvars.copy_context().run, counted, restore_request, *arguments)
+    lane = "heavy"
+    try:
+        if work_per_face(base_pipeline(), int(samples), int(steps), float(strength), int(stride)) <= LIGHT_WORK:
+            lane = "light"
+    except (TypeError, ValueError, OverflowError):
+        pass  # a bad argument: restore_request explains it, in either lane
+    job = LANES[lane].submit(contextvars.copy_context().run, counted, restore_request, *arguments)
     while True:
         try:
             outputs = job.result(timeout=0.5)
@@ -308,7 +329,7 @@ def build_demo() -> gr.Blocks:
             outputs=[slider, faces, uncertainty, download, status],
             api_name="restore",
         )
-    return demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENT_REQUESTS)
+    return demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=ACCEPTED)
 
 
 if __name__ == "__main__":

@@ -293,6 +293,9 @@ def demo_app(tmp_path_factory):
 class Listening:
     """A watchdog whose client never leaves (the request function is called directly here)."""
 
+    def start(self):
+        pass
+
     def check(self):
         pass
 
