@@ -1,0 +1,50 @@
+"""Digests of fixed-seed outputs of a model: run before and after a refactor; equal digests
+mean bit-identical behaviour (aligned faces at three sampler settings, and a whole photo).
+
+    python scripts/fixed_seed_digest.py                 # the bundled model
+    python scripts/fixed_seed_digest.py --model FOLDER
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+
+
+def digest(*arrays) -> str:
+    return hashlib.sha256(b"".join(np.ascontiguousarray(a).tobytes() for a in arrays)).hexdigest()[:16]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--faces", default=str(SHARED / "data" / "utkface" / "val"))
+    args = parser.parse_args()
+    os.environ.setdefault("LPIPDIFF_FACEXLIB_WEIGHTS", str(SHARED / "weights" / "facexlib"))
+
+    from lpipdiff.faces import FaceRestorer
+    from lpipdiff.image_io import list_images, load_image_file
+    from lpipdiff.loading import load_pipeline
+
+    pipeline = load_pipeline(args.model, device="cpu")
+    pipeline.set_progress_bar_config(disable=True)
+    faces = [load_image_file(p) for p in list_images(args.faces)[:3]]
+    for steps, strength in [(1, 1.0), (20, 1.0), (10, 0.5)]:
+        generators = [torch.Generator().manual_seed(i) for i in range(len(faces))]
+        result = pipeline(faces, num_inference_steps=steps, strength=strength, generator=generators, output_type="np")
+        print(f"{steps} steps, strength {strength}: {digest(np.stack(result.images), np.stack(result.uncertainty))}")
+    photo = load_image_file(ROOT / "examples" / "astronaut_photo_severe.png")
+    restored = FaceRestorer(pipeline).restore(photo, generator=torch.Generator().manual_seed(0), num_inference_steps=4)
+    print(f"whole photo, 4 steps: {digest(restored.image)}")
+
+
+if __name__ == "__main__":
+    main()
