@@ -279,6 +279,10 @@ class ImageUpload(gr.Image):
     def preprocess(self, payload):
         try:
             return super().preprocess(payload)
+        except PIL.Image.DecompressionBombError:
+            name = getattr(payload, "orig_name", "the upload")
+            message = f"{name}: too large (limit {MAX_PIXELS // 1_000_000} megapixels); downscale it first"
+            raise gr.Error(message, print_exception=False) from None
         except (PIL.UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
             raise gr.Error(f"{getattr(payload, 'orig_name', 'the upload')}: not a readable image ({error})",
                            print_exception=False) from None

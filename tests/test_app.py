@@ -92,6 +92,11 @@ def test_bad_input_gives_a_message_not_a_trace(server, tmp_path):
     PIL.Image.fromarray(np.full((64, 64, 3), 128, dtype=np.uint8)).save(sky)
     with pytest.raises(Exception, match="no face found"):
         client.predict(handle_file(str(sky)), "Whole photo", 2, "ddim", 1.0, 8, 0, 1, api_name="/restore")
+    from test_bad_inputs import png_header_only
+
+    bomb = png_header_only(tmp_path / "bomb.png", 20000, 20000)
+    with pytest.raises(Exception, match="too large"):
+        client.predict(handle_file(str(bomb)), "Auto", 2, "ddim", 1.0, 8, 0, 1, api_name="/restore")
     # Auto mode falls back to treating a face-less image as an aligned face, and says so.
     *_, status = client.predict(handle_file(str(sky)), "Auto", 2, "ddim", 1.0, 8, 0, 1, api_name="/restore")
     assert "No face detected" in status
