@@ -25,7 +25,7 @@ from lpipdiff.faces import FaceRestorer, NoFaceError
 from lpipdiff.image_io import MAX_PIXELS, InvalidImageError, array_to_pil, load_image_file, save_image
 from lpipdiff.loading import ModelLoadError, load_pipeline
 from lpipdiff.pipeline_lpipdiff import LPIPDiffPipeline
-from lpipdiff.sampling import DEFAULT_SCHEDULER, DEFAULT_STEPS, DEFAULT_STRENGTH, SCHEDULERS
+from lpipdiff.sampling import DEFAULT_FIDELITY, DEFAULT_SCHEDULER, DEFAULT_STEPS, DEFAULT_STRENGTH, SCHEDULERS
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 # A development checkout has the face detector's weights beside it (offline); elsewhere facexlib
@@ -70,8 +70,12 @@ def colour_map(uncertainty: np.ndarray) -> np.ndarray:
 
 
 def restore(image_path, mode="Auto", steps=DEFAULT_STEPS, scheduler=DEFAULT_SCHEDULER, strength=DEFAULT_STRENGTH,
-            stride=32, seed=0, samples=1, detail=DEFAULT_DETAIL, progress=gr.Progress()):
-    """Restore the faces of one image. Returns (before/after, faces, uncertainty, PNG file, status)."""
+            stride=32, seed=0, samples=1, detail=DEFAULT_DETAIL, fidelity=DEFAULT_FIDELITY, progress=gr.Progress()):
+    """Restore the faces of one image. Returns (before/after, faces, uncertainty, PNG file, status).
+
+    ``fidelity`` comes last so that API calls written before it existed keep their meaning; a
+    ``strength`` below 1 is the experts' start from the noised input, where fidelity does not apply.
+    """
     started = time.perf_counter()
     try:
         if not image_path:
@@ -88,8 +92,8 @@ def restore(image_path, mode="Auto", steps=DEFAULT_STEPS, scheduler=DEFAULT_SCHE
             progress((sample_index[0] * pipe.num_timesteps + step + 1, total), desc="denoising")
             return {}
 
-        sampling = dict(num_inference_steps=steps, strength=float(strength), patch_stride=int(stride),
-                        callback_on_step_end=advance)
+        sampling = dict(fidelity=None if float(strength) < 1 else float(fidelity), num_inference_steps=steps,
+                        strength=float(strength), patch_stride=int(stride), callback_on_step_end=advance)
         whole_photo, note = mode != "Aligned face", ""
         outputs = []
         for sample in range(samples):
@@ -159,11 +163,15 @@ def build_demo() -> gr.Blocks:
                 image = ImageUpload(type="filepath", image_mode=None, label="Degraded photo or aligned face",
                                     height=360)
                 mode = gr.Radio(MODES, value="Auto", label="Input kind")
-                with gr.Accordion("Sampling", open=True):
+                fidelity = gr.Slider(0, 1, value=DEFAULT_FIDELITY, step=0.05, elem_id="fidelity",
+                                     label="Fidelity (1: the model's mean estimate, most faithful but smooth; "
+                                           "lower: sharper, sampled detail that drifts from the person)")
+                with gr.Accordion("Sampling (experts)", open=False):
                     steps = gr.Slider(1, MAX_STEPS, value=DEFAULT_STEPS, step=1,
-                                      label="Denoising steps (1: most faithful; more: sharper, less faithful)")
+                                      label="Steps of the schedule (about (1 - fidelity) x steps of them run)")
                     strength = gr.Slider(0.1, 1.0, value=DEFAULT_STRENGTH, step=0.05,
-                                         label="Strength (lower: closer to the input; higher: more realism)")
+                                         label="Strength (below 1: start from the noised input instead; "
+                                               "fidelity then does not apply)")
                     stride = gr.Slider(max(1, patch // 4), patch, value=patch // 2, step=max(1, patch // 8),
                                        label=f"Patch stride (patches are {patch} px; smaller: more overlap, slower)")
                     scheduler = gr.Dropdown(sorted(SCHEDULERS), value=DEFAULT_SCHEDULER, label="Scheduler")
@@ -185,7 +193,7 @@ def build_demo() -> gr.Blocks:
             gr.Examples(examples, inputs=[image], label="Examples (the astronaut photo, degraded)")
         button.click(
             restore,
-            inputs=[image, mode, steps, scheduler, strength, stride, seed, samples, detail],
+            inputs=[image, mode, steps, scheduler, strength, stride, seed, samples, detail, fidelity],
             outputs=[slider, faces, uncertainty, download, status],
             api_name="restore",
         )

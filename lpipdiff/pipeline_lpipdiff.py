@@ -242,6 +242,14 @@ class LPIPDiffPipeline(HubLayoutMixin, DiffusionPipeline):
     def check_inputs(
         self, num_inference_steps, strength, fusion, output_type, callback_on_step_end_tensor_inputs, fidelity=None
     ):
+        if fusion not in FUSION_MODES:
+            raise ValueError(f"fusion must be one of {FUSION_MODES}, got {fusion!r}")
+        if not 0.0 < strength <= 1.0:
+            raise ValueError(f"strength must be in (0, 1], got {strength}")
+        if num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
+        if output_type not in ("pil", "np", "pt"):
+            raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
         if fidelity is not None:
             if isinstance(fidelity, bool) or not isinstance(fidelity, numbers.Real):
                 raise ValueError(f"fidelity must be a number in [0, 1] or None, got {fidelity!r}")
@@ -252,14 +260,6 @@ class LPIPDiffPipeline(HubLayoutMixin, DiffusionPipeline):
                     f"strength={strength} starts from the noised input and fidelity from the posterior mean: "
                     "pass fidelity=None to use strength"
                 )
-        if fusion not in FUSION_MODES:
-            raise ValueError(f"fusion must be one of {FUSION_MODES}, got {fusion!r}")
-        if not 0.0 < strength <= 1.0:
-            raise ValueError(f"strength must be in (0, 1], got {strength}")
-        if num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
-        if output_type not in ("pil", "np", "pt"):
-            raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
         unknown = [name for name in callback_on_step_end_tensor_inputs if name not in self._callback_tensor_inputs]
         if unknown:
             raise ValueError(f"callback_on_step_end_tensor_inputs: {unknown} not in {self._callback_tensor_inputs}")
