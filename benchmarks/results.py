@@ -9,7 +9,7 @@ dozen faces) next to the degraded input's. Every setting is a change from the re
 DDIM steps from noise (``fidelity=None``), stride 32, uniform fusion, strength 1.0.
 
 - ``--sweep sampler``: one change at a time from the reference, plus step/strength pairs.
-- ``--sweep fidelity``: the posterior-mean start at fidelity 1 ... 0 over the 20-step schedule,
+- ``--sweep fidelity``: the posterior-mean start at fidelity 1 ... 0 over a 10-step schedule,
   next to today's expert modes (1 step, 20 steps from noise, 10 steps at strength 0.5).
 
 The pipeline's defaults are chosen from these tables, so run them on faces the headline
@@ -45,11 +45,13 @@ SAMPLER_SETTINGS = {
     "2 steps": {"num_inference_steps": 2},
     "1 step (the model's mean estimate)": {"num_inference_steps": 1},
 }
-FIDELITY_SETTINGS = {
+FIDELITY_SCHEDULE = 10  # steps of the schedule the posterior mean re-enters (the pipeline's DEFAULT_STEPS)
+FIDELITY_SETTINGS = {  # the decision's rows first (fidelity falling), then today's modes for comparison
+    **{f"fidelity {f:g}": {"fidelity": f, "num_inference_steps": FIDELITY_SCHEDULE}
+       for f in (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.3, 0.0)},
     "1 step (the model's mean estimate)": {"num_inference_steps": 1},
-    "20 steps from noise": {},
     "10 steps, strength 0.5": {"num_inference_steps": 10, "strength": 0.5},
-    **{f"fidelity {f:g}": {"fidelity": f} for f in (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.3, 0.0)},
+    "20 steps from noise": {},
 }
 SWEEPS = {"sampler": SAMPLER_SETTINGS, "fidelity": FIDELITY_SETTINGS}
 COLUMNS = ["psnr", "ssim", "lpips", "identity", "same_person", "landmarks", "seconds_per_face"]
@@ -62,6 +64,7 @@ def main() -> None:
     parser.add_argument("--model", default=None)
     parser.add_argument("--limit", type=int, default=24)
     parser.add_argument("--offset", type=int, default=200, help="skip the first N faces (the headline's)")
+    parser.add_argument("--presets", nargs="+", default=list(PRESET_NAMES), choices=PRESET_NAMES)
     parser.add_argument("--sweep", default="sampler", choices=sorted(SWEEPS))
     parser.add_argument("--settings", nargs="*", default=None, help="subset of the sweep's setting names")
     args = parser.parse_args()
@@ -71,7 +74,7 @@ def main() -> None:
     pipeline.set_progress_bar_config(disable=True)
     metrics = Metrics(fid=False)
     rows = []
-    for preset in PRESET_NAMES:
+    for preset in args.presets:
         folder = output / "pairs" / preset
         face_size = pipeline.unet.config.face_size
         ensure_pairs(Path(args.data), folder, preset, face_size, seed=0, limit=args.limit, offset=args.offset)

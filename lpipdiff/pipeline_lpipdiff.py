@@ -28,7 +28,7 @@ from .unet import coordinate_channels
 # steps) steps of a DEFAULT_STEPS-step schedule begin, and samples detail from there. The CLI, the
 # demo, training validation and the evaluation all start from these.
 DEFAULT_FIDELITY = 1.0
-DEFAULT_STEPS = 20
+DEFAULT_STEPS = 10
 DEFAULT_STRENGTH = 1.0
 
 
@@ -146,7 +146,7 @@ class LPIPDiffPipeline(HubLayoutMixin, DiffusionPipeline):
                 from the person; 0 is close to sampling from pure noise. ``None`` is the expert
                 path: ``num_inference_steps`` steps from pure noise, or from the noised input
                 when ``strength < 1``.
-            num_inference_steps (`int`, defaults to ``DEFAULT_STEPS``, 20):
+            num_inference_steps (`int`, defaults to ``DEFAULT_STEPS``, 10):
                 steps of the full schedule. With a ``fidelity``, the schedule the posterior mean
                 re-enters (``1 + k`` UNet evaluations in all; more steps: finer steps, same start
                 time). With ``fidelity=None``, denoising steps from pure noise (one step: the
