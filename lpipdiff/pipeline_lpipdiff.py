@@ -27,7 +27,7 @@ from .unet import coordinate_channels
 # of the clean face: faithful but smooth), noised back to where the last round((1 - fidelity) *
 # steps) steps of a DEFAULT_STEPS-step schedule begin, and samples detail from there. The CLI, the
 # demo, training validation and the evaluation all start from these.
-DEFAULT_FIDELITY = 1.0
+DEFAULT_FIDELITY = 0.3
 DEFAULT_STEPS = 10
 DEFAULT_STRENGTH = 1.0
 
