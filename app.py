@@ -30,7 +30,14 @@ from lpipdiff.image_io import MAX_PIXELS, InvalidImageError, array_to_pil, load_
 from lpipdiff.loading import ModelLoadError, load_pipeline
 from lpipdiff.patches import PatchGrid
 from lpipdiff.pipeline_lpipdiff import LPIPDiffPipeline
-from lpipdiff.sampling import DEFAULT_SCHEDULER, DEFAULT_STEPS, DEFAULT_STRENGTH, SCHEDULERS, check_seed
+from lpipdiff.sampling import (
+    DEFAULT_FIDELITY,
+    DEFAULT_SCHEDULER,
+    DEFAULT_STEPS,
+    DEFAULT_STRENGTH,
+    SCHEDULERS,
+    check_seed,
+)
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 # A development checkout has the face detector's weights beside it (offline); elsewhere facexlib
@@ -135,23 +142,22 @@ def colour_map(uncertainty: np.ndarray) -> np.ndarray:
     return heat[..., ::-1]
 
 
-def work_per_face(pipeline, samples: int, steps: int, strength: float, stride: int) -> int:
-    """UNet patch evaluations of one face: samples x steps run x patches a step."""
+def work(pipeline, steps: int, strength: float, stride: int, fidelity) -> tuple[int, int]:
+    """(UNet steps, patches a step) of one sample of one face."""
     config = pipeline.unet.config
     patches = PatchGrid(config.face_size, config.face_size, config.patch_size, stride).num_patches
-    return samples * pipeline.steps_to_run(steps, strength) * patches
+    return pipeline.count_steps(steps, strength, fidelity), patches
 
 
-def affordable_faces(pipeline, samples: int, steps: int, strength: float, stride: int) -> int:
+def affordable_faces(pipeline, samples: int, steps: int, strength: float, stride: int, fidelity) -> int:
     """How many faces one request may restore within ``MAX_WORK``; a clear error when not one."""
-    config = pipeline.unet.config
-    patches = PatchGrid(config.face_size, config.face_size, config.patch_size, stride).num_patches
-    per_face = work_per_face(pipeline, samples, steps, strength, stride)
+    unet_steps, patches = work(pipeline, steps, strength, stride, fidelity)
+    per_face = samples * unet_steps * patches
     if per_face > MAX_WORK:
         raise ValueError(
-            f"this request needs {per_face} patch restorations a face ({samples} sample(s) x "
-            f"{pipeline.steps_to_run(steps, strength)} steps x {patches} patches), more than the {MAX_WORK} "
-            "allowed: use fewer steps or samples, or a larger patch stride"
+            f"this request needs {per_face} patch restorations a face ({samples} sample(s) x {unet_steps} steps x "
+            f"{patches} patches), more than the {MAX_WORK} allowed: use fewer steps or samples, a higher fidelity "
+            "or a larger patch stride"
         )
     return MAX_WORK // per_face
 
@@ -161,7 +167,9 @@ def looks_aligned(image: np.ndarray) -> bool:
     return max(height, width) <= ALIGNED_MAX_SIDE and max(height, width) / min(height, width) <= ALIGNED_MAX_ASPECT
 
 
-def restore_request(image_path, mode, steps, scheduler, strength, stride, seed, samples, detail, watchdog, progress):
+def restore_request(
+    image_path, mode, steps, scheduler, strength, stride, seed, samples, detail, fidelity, watchdog, progress
+):
     """The work of one request (in a worker thread). Returns the five outputs."""
     watchdog.start()
     started = time.perf_counter()
@@ -178,7 +186,9 @@ def restore_request(image_path, mode, steps, scheduler, strength, stride, seed, 
         if scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler must be one of {sorted(SCHEDULERS)}")
         pipeline = pipeline_with(scheduler)
-        max_faces = affordable_faces(pipeline, samples, steps, float(strength), stride)
+        # A strength below 1 is the experts' start from the noised input, where fidelity does not apply.
+        fidelity = None if float(strength) < 1 else float(fidelity)
+        max_faces = affordable_faces(pipeline, samples, steps, float(strength), stride, fidelity)
         sample_index = [0]
 
         def advance(pipe, step, timestep, callback_kwargs):
@@ -187,7 +197,7 @@ def restore_request(image_path, mode, steps, scheduler, strength, stride, seed, 
             progress((sample_index[0] * pipe.num_timesteps + step + 1, total), desc="denoising")
             return {}
 
-        sampling = dict(num_inference_steps=steps, strength=float(strength), patch_stride=stride,
+        sampling = dict(fidelity=fidelity, num_inference_steps=steps, strength=float(strength), patch_stride=stride,
                         callback_on_step_end=advance)
         whole_photo, note = mode != "Aligned face", ""
         outputs = []
@@ -242,19 +252,24 @@ def counted(function, *args):
 
 
 def restore(image_path, mode="Auto", steps=DEFAULT_STEPS, scheduler=DEFAULT_SCHEDULER, strength=DEFAULT_STRENGTH,
-            stride=32, seed=0, samples=1, detail=DEFAULT_DETAIL, progress=gr.Progress()):
+            stride=32, seed=0, samples=1, detail=DEFAULT_DETAIL, fidelity=DEFAULT_FIDELITY, progress=gr.Progress()):
     """Restore the faces of one image. Yields (before/after, faces, uncertainty, PNG file, status).
+
+    ``fidelity`` comes last so that API calls written before it existed keep their meaning.
 
     The work runs in a worker thread; this generator wakes Gradio twice a second, so that the
     request stays stoppable: when its client goes away Gradio stops pulling from it, the
     watchdog stops hearing from it, and the work stops at its next denoising step.
     """
     watchdog = Watchdog(MAX_SECONDS)
-    arguments = (image_path, mode, steps, scheduler, strength, stride, seed, samples, detail, watchdog, progress)
+    arguments = (image_path, mode, steps, scheduler, strength, stride, seed, samples, detail, fidelity, watchdog,
+                 progress)
     # copy_context: gr.Progress finds its request through context variables.
     lane = "heavy"
     try:
-        if work_per_face(base_pipeline(), int(samples), int(steps), float(strength), int(stride)) <= LIGHT_WORK:
+        unet_steps, patches = work(base_pipeline(), int(steps), float(strength), int(stride),
+                                   None if float(strength) < 1 else float(fidelity))
+        if int(samples) * unet_steps * patches <= LIGHT_WORK:
             lane = "light"
     except (TypeError, ValueError, OverflowError):
         pass  # a bad argument: restore_request explains it, in either lane
@@ -301,11 +316,15 @@ def build_demo() -> gr.Blocks:
                 image = ImageUpload(type="filepath", image_mode=None, label="Degraded photo or aligned face",
                                     height=360)
                 mode = gr.Radio(MODES, value="Auto", label="Input kind")
-                with gr.Accordion("Sampling", open=True):
+                fidelity = gr.Slider(0, 1, value=DEFAULT_FIDELITY, step=0.05, elem_id="fidelity",
+                                     label="Fidelity (1: the model's mean estimate, most faithful but smooth; "
+                                           "lower: sharper, sampled detail that drifts from the person)")
+                with gr.Accordion("Sampling (experts)", open=False):
                     steps = gr.Slider(1, MAX_STEPS, value=DEFAULT_STEPS, step=1,
-                                      label="Denoising steps (1: most faithful; more: sharper, less faithful)")
+                                      label="Steps of the schedule (about (1 - fidelity) x steps of them run)")
                     strength = gr.Slider(0.1, 1.0, value=DEFAULT_STRENGTH, step=0.05,
-                                         label="Strength (lower: closer to the input; higher: more realism)")
+                                         label="Strength (below 1: start from the noised input instead; "
+                                               "fidelity then does not apply)")
                     stride = gr.Slider(max(1, patch // 4), patch, value=patch // 2, step=max(1, patch // 8),
                                        label=f"Patch stride (patches are {patch} px; smaller: more overlap, slower)")
                     scheduler = gr.Dropdown(sorted(SCHEDULERS), value=DEFAULT_SCHEDULER, label="Scheduler")
@@ -329,7 +348,7 @@ def build_demo() -> gr.Blocks:
         # under a stale "Restored ..." line.
         button.click(lambda: ("", None), outputs=[status, download], queue=False, api_name=False).then(
             restore,
-            inputs=[image, mode, steps, scheduler, strength, stride, seed, samples, detail],
+            inputs=[image, mode, steps, scheduler, strength, stride, seed, samples, detail, fidelity],
             outputs=[slider, faces, uncertainty, download, status],
             api_name="restore",
         )

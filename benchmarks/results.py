@@ -1,14 +1,19 @@
-"""Sampler-settings sweep of a model on seeded val pairs (the table in docs/RESULTS.md).
+"""Sampler-settings sweeps of a model on seeded val pairs (the tables in docs/RESULTS.md).
 
     python benchmarks/results.py --data ../shared/data/utkface/val --output runs/results \
-        --offset 200 --limit 24
+        --offset 200 --limit 24 --sweep fidelity
 
-For each preset and each setting (one change at a time from the reference: 20 DDIM steps,
-stride 32, uniform fusion, strength 1.0, plus a few step/strength pairs) it restores the
-same faces with the same seeds and reports the metrics of `lpipdiff evaluate` (without FID,
-which is meaningless on a few dozen faces) next to the degraded input's. The pipeline's
-defaults are chosen from this table, so run it on faces the headline evaluation does not
-use (``--offset``). Writes OUTPUT/sweep.json and OUTPUT/sweep.md.
+For each preset and each setting of the sweep it restores the same faces with the same seeds
+and reports the metrics of `lpipdiff evaluate` (without FID, which is meaningless on a few
+dozen faces) next to the degraded input's. Every setting is a change from the reference: 20
+DDIM steps from noise (``fidelity=None``), stride 32, uniform fusion, strength 1.0.
+
+- ``--sweep sampler``: one change at a time from the reference, plus step/strength pairs.
+- ``--sweep fidelity``: the posterior-mean start at fidelity 1 ... 0 over a 10-step schedule,
+  next to today's expert modes (1 step, 20 steps from noise, 10 steps at strength 0.5).
+
+The pipeline's defaults are chosen from these tables, so run them on faces the headline
+evaluation does not use (``--offset``). Writes OUTPUT/sweep.json and OUTPUT/sweep.md.
 """
 
 from __future__ import annotations
@@ -24,8 +29,8 @@ from lpipdiff.pairs import ensure_pairs, load_pairs
 from lpipdiff.reports import markdown_table
 from lpipdiff.sampling import PRESET_NAMES, restore_all
 
-REFERENCE = {"num_inference_steps": 20, "patch_stride": 32, "fusion": "uniform", "strength": 1.0}
-SETTINGS = {
+REFERENCE = {"fidelity": None, "num_inference_steps": 20, "patch_stride": 32, "fusion": "uniform", "strength": 1.0}
+SAMPLER_SETTINGS = {
     "reference (20 steps, stride 32, uniform, strength 1.0)": {},
     "10 steps": {"num_inference_steps": 10},
     "50 steps": {"num_inference_steps": 50},
@@ -40,6 +45,15 @@ SETTINGS = {
     "2 steps": {"num_inference_steps": 2},
     "1 step (the model's mean estimate)": {"num_inference_steps": 1},
 }
+FIDELITY_SCHEDULE = 10  # steps of the schedule the posterior mean re-enters (the pipeline's DEFAULT_STEPS)
+FIDELITY_SETTINGS = {  # the decision's rows first (fidelity falling), then today's modes for comparison
+    **{f"fidelity {f:g}": {"fidelity": f, "num_inference_steps": FIDELITY_SCHEDULE}
+       for f in (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.3, 0.0)},
+    "1 step (the model's mean estimate)": {"num_inference_steps": 1},
+    "10 steps, strength 0.5": {"num_inference_steps": 10, "strength": 0.5},
+    "20 steps from noise": {},
+}
+SWEEPS = {"sampler": SAMPLER_SETTINGS, "fidelity": FIDELITY_SETTINGS}
 COLUMNS = ["psnr", "ssim", "lpips", "identity", "same_person", "landmarks", "seconds_per_face"]
 
 
@@ -50,7 +64,9 @@ def main() -> None:
     parser.add_argument("--model", default=None)
     parser.add_argument("--limit", type=int, default=24)
     parser.add_argument("--offset", type=int, default=200, help="skip the first N faces (the headline's)")
-    parser.add_argument("--settings", nargs="*", default=None, help="subset of setting names")
+    parser.add_argument("--presets", nargs="+", default=list(PRESET_NAMES), choices=PRESET_NAMES)
+    parser.add_argument("--sweep", default="sampler", choices=sorted(SWEEPS))
+    parser.add_argument("--settings", nargs="*", default=None, help="subset of the sweep's setting names")
     args = parser.parse_args()
 
     output = Path(args.output)
@@ -58,13 +74,13 @@ def main() -> None:
     pipeline.set_progress_bar_config(disable=True)
     metrics = Metrics(fid=False)
     rows = []
-    for preset in PRESET_NAMES:
+    for preset in args.presets:
         folder = output / "pairs" / preset
         face_size = pipeline.unet.config.face_size
         ensure_pairs(Path(args.data), folder, preset, face_size, seed=0, limit=args.limit, offset=args.offset)
         _, clean, degraded = load_pairs(folder)
         rows.append({"preset": preset, "setting": "degraded input", **metrics(degraded, clean)})
-        for name, change in SETTINGS.items():
+        for name, change in SWEEPS[args.sweep].items():
             if args.settings and name not in args.settings:
                 continue
             start = time.perf_counter()

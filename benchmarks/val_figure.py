@@ -2,9 +2,10 @@
 
     python benchmarks/val_figure.py --data ../shared/data/utkface/val --output docs/val_faces.png
 
-Rows are faces (the first 8 val files; the first four at the moderate preset, the last four
-at severe). Columns: degraded input, LPIP-Diff with each of ``--steps`` (default: the
-pipeline's default, then 20 sampled steps; seed = row), ground truth.
+Rows are faces (8 val files from ``--offset``, default the first 8; the first four at the
+moderate preset, the last four at severe; ``--offset 200`` shows tuning faces). Columns:
+degraded input, LPIP-Diff at each of ``--fidelity`` (default: 1, the posterior mean; the
+pipeline's default; 0, the most realistic; seed = row), ground truth.
 """
 
 import argparse
@@ -15,7 +16,7 @@ import numpy as np
 from lpipdiff.degradation import Degradation, image_seed
 from lpipdiff.image_io import list_images, load_image_file, resize_array, save_image
 from lpipdiff.loading import load_pipeline
-from lpipdiff.pipeline_lpipdiff import DEFAULT_STEPS
+from lpipdiff.pipeline_lpipdiff import DEFAULT_FIDELITY
 from lpipdiff.sampling import restore_all
 
 
@@ -24,17 +25,19 @@ def main() -> None:
     parser.add_argument("--data", required=True)
     parser.add_argument("--output", required=True)
     parser.add_argument("--model", default=None)
-    parser.add_argument("--steps", type=int, nargs="+", default=[DEFAULT_STEPS, 20], help="one column each")
+    parser.add_argument("--offset", type=int, default=0, help="first val file (in sorted order)")
+    parser.add_argument("--fidelity", type=float, nargs="+", default=[1.0, DEFAULT_FIDELITY, 0.0],
+                        help="one column each")
     args = parser.parse_args()
     pipeline = load_pipeline(args.model, device="cpu")
     pipeline.set_progress_bar_config(disable=True)
     size = pipeline.unet.config.face_size
-    files = list_images(args.data)[:8]
+    files = list_images(args.data)[args.offset : args.offset + 8]
     clean = [resize_array(load_image_file(f), size) for f in files]
     degraded = [Degradation("moderate" if i < 4 else "severe", size, color=False)(c, image_seed(0, f.name))
                 for i, (c, f) in enumerate(zip(clean, files))]
-    restored = [restore_all(pipeline, degraded, batch_size=len(degraded), seed=0, num_inference_steps=steps)
-                for steps in args.steps]
+    restored = [restore_all(pipeline, degraded, batch_size=len(degraded), seed=0, fidelity=fidelity)
+                for fidelity in args.fidelity]
     rows = [np.concatenate([degraded[i], *(r[i] for r in restored), clean[i]], axis=1) for i in range(len(files))]
     grid = np.concatenate([np.concatenate(rows[:4], axis=0), np.concatenate(rows[4:], axis=0)], axis=1)
     save_image(grid, Path(args.output))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import inspect
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import PIL.Image
@@ -21,11 +23,12 @@ from .patches import FUSION_MODES, PatchGrid
 from .unet import coordinate_channels
 
 # Sampler defaults, chosen by measurement on val faces the headline evaluation does not use
-# (docs/RESULTS.md): one step, the model's fused estimate of the clean face, kept the person
-# best on average over the two presets, and alone beat the input on identity at the severe
-# one; more steps add sharper, sampled detail that drifts from the person at heavy damage. The CLI, the demo,
-# training validation and the evaluation all start from these.
-DEFAULT_STEPS = 1
+# (docs/RESULTS.md). Sampling starts from the posterior mean (the model's fused one-step estimate
+# of the clean face: faithful but smooth), noised back to where the last round((1 - fidelity) *
+# steps) steps of a DEFAULT_STEPS-step schedule begin, and samples detail from there. The CLI, the
+# demo, training validation and the evaluation all start from these.
+DEFAULT_FIDELITY = 0.3
+DEFAULT_STEPS = 10
 DEFAULT_STRENGTH = 1.0
 
 
@@ -110,6 +113,7 @@ class LPIPDiffPipeline(HubLayoutMixin, DiffusionPipeline):
     def __call__(
         self,
         image,
+        fidelity: float | None = DEFAULT_FIDELITY,
         num_inference_steps: int = DEFAULT_STEPS,
         strength: float = DEFAULT_STRENGTH,
         patch_stride: int | None = None,
@@ -129,14 +133,28 @@ class LPIPDiffPipeline(HubLayoutMixin, DiffusionPipeline):
                 float in [0, 1]); tensors are ``CxHxW`` or ``BxCxHxW`` in [0, 1]. Grayscale is
                 replicated to RGB, alpha is dropped. Each face is resized to the model's
                 ``face_size`` and the result back to the input's size.
-            num_inference_steps (`int`, defaults to ``DEFAULT_STEPS``, 1):
-                denoising steps over the full schedule; with ``strength < 1`` only the last
-                ``round(num_inference_steps * strength)`` of them run. One step returns the
-                model's fused estimate of the clean face (most faithful); more steps sample
-                sharper detail (more realism, less fidelity: docs/RESULTS.md).
+            fidelity (`float` or `None`, defaults to ``DEFAULT_FIDELITY``):
+                the one knob between fidelity to the person and realism, in [0, 1]. Sampling
+                starts from the posterior mean: the model's fused estimate of the clean face from
+                pure noise at the last timestep (one UNet evaluation per patch). With
+                ``fidelity=1`` that estimate is the result (exactly what ``fidelity=None,
+                num_inference_steps=1`` returns): faithful, smooth. Below 1 it is noised with
+                fresh noise to the timestep where the last ``k = round(num_inference_steps *
+                (1 - fidelity))`` steps of the ``num_inference_steps``-step schedule begin (about
+                ``(1 - fidelity) * 1000`` of the 1000 training timesteps with trailing spacing) and
+                those ``k`` steps sample detail from there: lower is sharper and drifts further
+                from the person; 0 is close to sampling from pure noise. ``None`` is the expert
+                path: ``num_inference_steps`` steps from pure noise, or from the noised input
+                when ``strength < 1``.
+            num_inference_steps (`int`, defaults to ``DEFAULT_STEPS``, 10):
+                steps of the full schedule. With a ``fidelity``, the schedule the posterior mean
+                re-enters (``1 + k`` UNet evaluations in all; more steps: finer steps, same start
+                time). With ``fidelity=None``, denoising steps from pure noise (one step: the
+                posterior mean); with ``strength < 1`` only the last
+                ``round(num_inference_steps * strength)`` of them run.
             strength (`float`, defaults to ``DEFAULT_STRENGTH``, 1.0):
-                in (0, 1]. 1.0 starts from pure noise (most realism); lower values start from
-                the degraded input noised to an intermediate timestep (more fidelity, fewer steps).
+                in (0, 1]; only with ``fidelity=None``. 1.0 starts from pure noise; lower values
+                start from the degraded input noised to an intermediate timestep.
             patch_stride (`int`, *optional*):
                 distance between neighbouring patches, from ``patch_size // 8`` to ``patch_size``;
                 defaults to half the patch size. Smaller strides restore each pixel more times
@@ -174,7 +192,7 @@ class LPIPDiffPipeline(HubLayoutMixin, DiffusionPipeline):
         config = self.unet.config
         patch_stride = max(1, config.patch_size // 2) if patch_stride is None else patch_stride
         self.check_inputs(num_inference_steps, strength, patch_stride, fusion, output_type, unet_batch_size,
-                          callback_on_step_end_tensor_inputs)
+                          callback_on_step_end_tensor_inputs, fidelity)
 
         # 1. Inputs: RGB in [-1, 1] at face_size, and their sizes to restore them to.
         degraded, sizes = self.preprocess(image)
@@ -186,26 +204,30 @@ class LPIPDiffPipeline(HubLayoutMixin, DiffusionPipeline):
         grid = PatchGrid(config.face_size, config.face_size, config.patch_size, patch_stride, fusion)
         condition = self.patch_conditioning(degraded, grid)
 
-        # 3. Timesteps; strength < 1 skips the first, noisiest ones.
-        timesteps = self.get_timesteps(num_inference_steps, strength, device)
-        self._num_timesteps = len(timesteps)
-
-        # 4. The starting sample: noise, or the diffused input noised to the first timestep.
-        sample = self.prepare_sample(degraded, timesteps[:1], strength, generator)
-
-        # 5. Denoising loop: crop, predict every patch, fuse, one scheduler step on the whole face.
+        # 3. Where sampling starts: pure noise, the diffused input (strength < 1) or, with a fidelity,
+        #    the posterior mean, which costs one denoising step of its own (step 0).
         extra_step_kwargs = {"generator": generator} if accepts(self.scheduler.step, "generator") else {}
         uncertainty = UncertaintyAccumulator(self.scheduler, batch, config.face_size, self.unet.image_units, device)
-        for i, t in enumerate(self.progress_bar(timesteps)):
-            noisy_patches = grid.crop(self.scheduler.scale_model_input(sample, t))
-            prediction = self.predict_patches(noisy_patches, t, condition, unet_batch_size)
-            fused, spread = grid.fuse(prediction, return_spread=True)
-            uncertainty.add(spread, t)
-            sample = self.scheduler.step(fused, t, sample, **extra_step_kwargs).prev_sample
-            if callback_on_step_end is not None:
-                step_tensors = {"sample": sample}
-                callback_kwargs = {name: step_tensors[name] for name in callback_on_step_end_tensor_inputs}
-                sample = callback_on_step_end(self, i, t, callback_kwargs).pop("sample", sample)
+        steps_run = self.steps_to_run(num_inference_steps, strength, fidelity)
+        self._num_timesteps = self.count_steps(num_inference_steps, strength, fidelity)
+        denoise = partial(
+            self.denoise_step, grid=grid, condition=condition, uncertainty=uncertainty,
+            unet_batch_size=unet_batch_size, step_kwargs=extra_step_kwargs,
+            callback=callback_on_step_end, callback_tensor_inputs=callback_on_step_end_tensor_inputs,
+        )
+        if fidelity is not None:
+            start = self.posterior_mean(degraded, generator, denoise)
+        else:
+            start = self.unet.encode(degraded, degraded) if strength < 1.0 else None
+
+        # 4. Timesteps: the last steps_run of the schedule; the start is noised to the first of them.
+        timesteps = self.get_timesteps(num_inference_steps, steps_run, device)
+        sample = self.prepare_sample(degraded, start, timesteps[:1], generator)
+
+        # 5. Denoising loop: crop, predict every patch, fuse, one scheduler step on the whole face.
+        first_index = self._num_timesteps - steps_run  # 1 after the posterior mean's own step
+        for i, t in enumerate(self.progress_bar(timesteps), start=first_index):
+            sample = denoise(sample, t, i)
 
         # 6. Back to images at the input sizes.
         restored = ((self.unet.decode(sample, degraded).float() + 1) / 2).clamp(0, 1)
@@ -218,7 +240,8 @@ class LPIPDiffPipeline(HubLayoutMixin, DiffusionPipeline):
         return LPIPDiffPipelineOutput(images=images, uncertainty=maps)
 
     def check_inputs(
-        self, num_inference_steps, strength, patch_stride, fusion, output_type, unet_batch_size, tensor_inputs
+        self, num_inference_steps, strength, patch_stride, fusion, output_type, unet_batch_size, tensor_inputs,
+        fidelity=None,
     ):
         max_steps = self.scheduler.config.num_train_timesteps
         if not is_whole_number(num_inference_steps) or not 1 <= num_inference_steps <= max_steps:
@@ -240,6 +263,16 @@ class LPIPDiffPipeline(HubLayoutMixin, DiffusionPipeline):
             raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
         if not is_whole_number(unet_batch_size) or unet_batch_size < 1:
             raise ValueError(f"unet_batch_size must be a whole number of at least 1, got {unet_batch_size!r}")
+        if fidelity is not None:
+            if isinstance(fidelity, bool) or not isinstance(fidelity, numbers.Real):
+                raise ValueError(f"fidelity must be a number in [0, 1] or None, got {fidelity!r}")
+            if not 0.0 <= fidelity <= 1.0:
+                raise ValueError(f"fidelity must be in [0, 1], got {fidelity}")
+            if strength != 1.0:
+                raise ValueError(
+                    f"strength={strength} starts from the noised input and fidelity from the posterior mean: "
+                    "pass fidelity=None to use strength"
+                )
         unknown = [name for name in tensor_inputs if name not in self._callback_tensor_inputs]
         if unknown:
             raise ValueError(f"callback_on_step_end_tensor_inputs: {unknown} not in {self._callback_tensor_inputs}")
@@ -265,27 +298,64 @@ class LPIPDiffPipeline(HubLayoutMixin, DiffusionPipeline):
             "context": context.repeat_interleave(grid.num_patches, dim=0),
         }
 
-    def get_timesteps(self, num_inference_steps: int, strength: float, device) -> torch.Tensor:
-        """The scheduler's timesteps for ``num_inference_steps``, without the first ones that
-        ``strength < 1`` skips."""
+    @staticmethod
+    def steps_to_run(num_inference_steps: int, strength: float, fidelity: float | None) -> int:
+        """How many of the schedule's last steps run: ``round(num_inference_steps * strength)`` (at
+        least one) from noise or the input; ``round(num_inference_steps * (1 - fidelity))`` after the
+        posterior mean (none at fidelity 1, where the posterior mean is the result)."""
+        if fidelity is None:
+            return min(num_inference_steps, max(1, round(num_inference_steps * strength)))
+        return round(num_inference_steps * (1.0 - fidelity))
+
+    @classmethod
+    def count_steps(cls, num_inference_steps: int, strength: float, fidelity: float | None) -> int:
+        """How many denoising steps (UNet evaluations per patch) a call runs: the steps run, plus the
+        posterior mean's own step when there is a ``fidelity``."""
+        return cls.steps_to_run(num_inference_steps, strength, fidelity) + (fidelity is not None)
+
+    def get_timesteps(self, num_inference_steps: int, steps_run: int, device) -> torch.Tensor:
+        """The last ``steps_run`` of the scheduler's timesteps for ``num_inference_steps``."""
         self.scheduler.set_timesteps(num_inference_steps, device=device)
-        begin = (num_inference_steps - self.steps_to_run(num_inference_steps, strength)) * self.scheduler.order
+        begin = (num_inference_steps - steps_run) * self.scheduler.order
         if hasattr(self.scheduler, "set_begin_index"):
             self.scheduler.set_begin_index(begin)
         return self.scheduler.timesteps[begin:]
 
-    @staticmethod
-    def steps_to_run(num_inference_steps: int, strength: float) -> int:
-        """How many denoising steps a call with these arguments runs (the UNet runs once a step)."""
-        return min(num_inference_steps, max(1, round(num_inference_steps * strength)))
+    def posterior_mean(self, degraded, generator, denoise) -> torch.Tensor:
+        """The model's fused estimate of the clean face (in diffused units): one step over a one-step
+        schedule from pure noise, i.e. what ``fidelity=None, num_inference_steps=1`` returns. It is
+        the posterior mean because a one-step DDIM update from the last timestep returns the x0
+        prediction, the model's MSE-optimal guess given only the degraded face."""
+        timesteps = self.get_timesteps(1, 1, degraded.device)
+        noise = self.prepare_sample(degraded, None, timesteps, generator)
+        return denoise(noise, timesteps[0], 0)
 
-    def prepare_sample(self, degraded, first_timestep, strength, generator) -> torch.Tensor:
+    def prepare_sample(self, degraded, start, first_timestep, generator) -> torch.Tensor:
+        """The sample the loop starts from: ``start`` (diffused units) noised to ``first_timestep``,
+        pure noise when there is no ``start``, or ``start`` itself when no step is left to run."""
+        if start is not None and len(first_timestep) == 0:
+            return start
         noise = randn_tensor(degraded.shape, generator=generator, device=degraded.device, dtype=degraded.dtype)
-        if strength < 1.0:
-            # The diffused quantity of the input itself (zero in residual mode), noised.
-            start = self.unet.encode(degraded, degraded)
-            return self.scheduler.add_noise(start, noise, first_timestep.repeat(degraded.shape[0]))
-        return noise * self.scheduler.init_noise_sigma
+        if start is None:
+            return noise * self.scheduler.init_noise_sigma
+        return self.scheduler.add_noise(start, noise, first_timestep.repeat(degraded.shape[0]))
+
+    def denoise_step(
+        self, sample, timestep, step_index, grid: PatchGrid, condition: dict, uncertainty: UncertaintyAccumulator,
+        unet_batch_size: int, step_kwargs: dict, callback, callback_tensor_inputs,
+    ) -> torch.Tensor:
+        """One denoising step on the whole face: crop, predict every patch, fuse, one scheduler step,
+        then diffusers' step callback, which may replace the sample."""
+        noisy_patches = grid.crop(self.scheduler.scale_model_input(sample, timestep))
+        prediction = self.predict_patches(noisy_patches, timestep, condition, unet_batch_size)
+        fused, spread = grid.fuse(prediction, return_spread=True)
+        uncertainty.add(spread, timestep)
+        sample = self.scheduler.step(fused, timestep, sample, **step_kwargs).prev_sample
+        if callback is not None:
+            step_tensors = {"sample": sample}
+            callback_kwargs = {name: step_tensors[name] for name in callback_tensor_inputs}
+            sample = callback(self, step_index, timestep, callback_kwargs).pop("sample", sample)
+        return sample
 
     def predict_patches(self, noisy_patches, timestep, condition: dict, batch_size: int) -> torch.Tensor:
         """The UNet's prediction for every patch, ``batch_size`` patches at a time."""

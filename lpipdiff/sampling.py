@@ -12,7 +12,7 @@ from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, UniPCMultistep
 
 from .degradation import PRESETS
 from .patches import FUSION_MODES
-from .pipeline_lpipdiff import DEFAULT_STEPS, DEFAULT_STRENGTH
+from .pipeline_lpipdiff import DEFAULT_FIDELITY, DEFAULT_STEPS, DEFAULT_STRENGTH
 
 SCHEDULERS = {
     "ddim": DDIMScheduler,
@@ -26,9 +26,9 @@ PRESET_NAMES = tuple(PRESETS)
 MAX_SEED = 2**62
 
 __all__ = [
-    "DEFAULT_FUSION", "DEFAULT_SCHEDULER", "DEFAULT_STEPS", "DEFAULT_STRENGTH", "FUSION_MODES", "MAX_SEED",
-    "PRESET_NAMES", "SCHEDULERS", "add_sampling_arguments", "check_seed", "default_scheduler", "restore_all",
-    "sampling_kwargs", "seed_argument", "swap_scheduler",
+    "DEFAULT_FIDELITY", "DEFAULT_FUSION", "DEFAULT_SCHEDULER", "DEFAULT_STEPS", "DEFAULT_STRENGTH", "FUSION_MODES",
+    "MAX_SEED", "PRESET_NAMES", "SCHEDULERS", "add_sampling_arguments", "check_seed", "default_scheduler",
+    "fidelity_argument", "restore_all", "sampling_kwargs", "seed_argument", "swap_scheduler",
 ]
 
 
@@ -71,12 +71,30 @@ def swap_scheduler(pipeline, name: str):
     return pipeline
 
 
+def fidelity_argument(text: str) -> float | None:
+    """``--fidelity``: a number in [0, 1], or ``none`` for the expert path (steps and strength only)."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1] or 'none', got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     """The model and sampler options of every command that restores faces."""
     parser.add_argument("--model", default=None, help="pipeline folder or Hub repo id (default: bundled model)")
-    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="denoising steps")
+    parser.add_argument("--fidelity", type=fidelity_argument, default=DEFAULT_FIDELITY,
+                        help=f"0..1 (default {DEFAULT_FIDELITY}): 1 is the model's mean estimate (most faithful, "
+                             "smooth); lower samples more detail from it (sharper, drifts from the person); "
+                             "'none': experts' path, --steps from noise or --strength from the noised input")
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS,
+                        help="steps of the schedule (with --fidelity f, about (1 - f) * steps of them run)")
     parser.add_argument("--strength", type=float, default=DEFAULT_STRENGTH,
-                        help="1.0: from noise; lower: start from the noised input (more fidelity)")
+                        help="with --fidelity none: 1.0 from noise; lower: start from the noised input")
     parser.add_argument("--stride", type=int, default=None, help="patch stride (default: half the patch)")
     parser.add_argument("--fusion", default=DEFAULT_FUSION, choices=FUSION_MODES)
     parser.add_argument("--seed", type=seed_argument, default=0)
@@ -86,7 +104,8 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
 
 def sampling_kwargs(args: argparse.Namespace) -> dict:
     """The pipeline keywords that :func:`add_sampling_arguments` options stand for."""
-    return dict(num_inference_steps=args.steps, strength=args.strength, patch_stride=args.stride, fusion=args.fusion)
+    return dict(fidelity=args.fidelity, num_inference_steps=args.steps, strength=args.strength,
+                patch_stride=args.stride, fusion=args.fusion)
 
 
 def restore_all(pipeline, degraded: list[np.ndarray], batch_size: int, seed: int, **sampling) -> list[np.ndarray]:

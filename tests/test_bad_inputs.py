@@ -322,7 +322,7 @@ def test_demo(case, demo_app, files, tmp_path):
     wide = tmp_path / "wide.png"
     PIL.Image.fromarray(np.full((400, 1200, 3), 90, np.uint8)).save(wide)
     request = dict(image_path=str(FACE), mode="Auto", steps=1, scheduler="ddim", strength=1.0, stride=8, seed=0,
-                   samples=1, detail=1.0, watchdog=Listening(), progress=lambda *args, **kwargs: None)
+                   samples=1, detail=1.0, fidelity=0.3, watchdog=Listening(), progress=lambda *args, **kwargs: None)
     changes, message = DEMO_CASES[case]
     request.update(changes)
     if request["image_path"] in ("text", "bomb"):

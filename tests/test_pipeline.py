@@ -25,7 +25,7 @@ def test_fixed_seed_gives_identical_output(pipeline, val_faces):
 def test_single_patch_equals_a_plain_whole_image_sampler():
     pipeline = tiny_pipeline(face_size=16, patch_size=16)
     face = np.random.default_rng(0).random((16, 16, 3), dtype=np.float32)
-    result = pipeline(face, num_inference_steps=4, generator=generator(3), output_type="np").images[0]
+    result = pipeline(face, fidelity=None, num_inference_steps=4, generator=generator(3), output_type="np").images[0]
 
     unet, scheduler = pipeline.unet, DDIMScheduler.from_config(pipeline.scheduler.config)
     degraded = torch.from_numpy(face).permute(2, 0, 1)[None] * 2 - 1
@@ -58,8 +58,47 @@ def test_strength_below_one_runs_the_last_steps_only(pipeline, val_faces, name):
         calls.append((step, pipe.num_timesteps))
         return callback_kwargs
 
-    pipeline(val_faces[0], num_inference_steps=10, strength=0.3, generator=generator(), callback_on_step_end=callback)
+    pipeline(val_faces[0], fidelity=None, num_inference_steps=10, strength=0.3, generator=generator(),
+             callback_on_step_end=callback)
     assert calls == [(0, 3), (1, 3), (2, 3)]
+
+
+def test_fidelity_one_is_exactly_the_one_step_posterior_mean(pipeline, val_faces):
+    """fidelity=1 returns the model's fused one-step estimate, bit for bit, whatever the schedule."""
+    faces, seeds = val_faces[:2], (3, 4)
+    one_step = pipeline(faces, fidelity=None, num_inference_steps=1, generator=[generator(s) for s in seeds],
+                        output_type="np")
+    for steps in (1, 20):
+        result = pipeline(faces, fidelity=1.0, num_inference_steps=steps, generator=[generator(s) for s in seeds],
+                          output_type="np")
+        assert np.array_equal(result.images, one_step.images)
+        assert np.array_equal(result.uncertainty, one_step.uncertainty)
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULERS))
+def test_lower_fidelity_samples_the_last_steps_after_the_posterior_mean(pipeline, val_faces, name):
+    """Step 0 is the posterior mean (at the last timestep), then round(steps * (1 - fidelity)) steps
+    of the schedule from about (1 - fidelity) * 1000 down."""
+    swap_scheduler(pipeline, name)
+    calls = []
+
+    def callback(pipe, step, timestep, callback_kwargs):
+        calls.append((step, int(timestep), pipe.num_timesteps))
+        return {}
+
+    result = pipeline(val_faces[0], fidelity=0.7, num_inference_steps=10, generator=generator(),
+                      callback_on_step_end=callback, output_type="np")
+    assert [(step, total) for step, _, total in calls] == [(0, 4), (1, 4), (2, 4), (3, 4)]
+    timesteps = [t for _, t, _ in calls]
+    assert timesteps[0] == 999 and 250 <= timesteps[1] <= 300 and timesteps == sorted(timesteps, reverse=True)
+    assert np.isfinite(result.images).all()
+
+
+def test_lower_fidelity_moves_away_from_the_posterior_mean(pipeline, val_faces):
+    mean = pipeline(val_faces[1], fidelity=1.0, generator=generator(), output_type="np").images[0]
+    change = [np.abs(pipeline(val_faces[1], fidelity=f, generator=generator(), output_type="np").images[0] - mean)
+              .mean() for f in (0.9, 0.0)]
+    assert 0 < change[0] < change[1]
 
 
 def test_step_callback_follows_the_diffusers_contract(pipeline, val_faces):
@@ -73,14 +112,8 @@ def test_step_callback_follows_the_diffusers_contract(pipeline, val_faces):
         return {}
 
     face = val_faces[2]
-    restored = pipeline(
-        face,
-        num_inference_steps=3,
-        generator=generator(),
-        output_type="np",
-        callback_on_step_end=zero_after_last_step,
-        callback_on_step_end_tensor_inputs=["sample"],
-    )
+    restored = pipeline(face, fidelity=None, num_inference_steps=3, generator=generator(), output_type="np",
+                        callback_on_step_end=zero_after_last_step, callback_on_step_end_tensor_inputs=["sample"])
     assert [s for s, _, _ in seen] == [0, 1, 2] and seen[0][1] > seen[-1][1]
     assert seen[0][2] == (1, 3, 32, 32)
     # A zero residual decodes to the degraded input itself (resized to the model and back).
@@ -92,8 +125,9 @@ def test_step_callback_follows_the_diffusers_contract(pipeline, val_faces):
 
 def test_low_strength_stays_closer_to_the_input(pipeline, val_faces):
     face = val_faces[1]
-    near = pipeline(face, num_inference_steps=10, strength=0.1, generator=generator(), output_type="np").images[0]
-    far = pipeline(face, num_inference_steps=10, strength=1.0, generator=generator(), output_type="np").images[0]
+    near = pipeline(face, fidelity=None, num_inference_steps=10, strength=0.1, generator=generator(), output_type="np")
+    far = pipeline(face, fidelity=None, num_inference_steps=10, strength=1.0, generator=generator(), output_type="np")
+    near, far = near.images[0], far.images[0]
     assert np.abs(near - face).mean() < np.abs(far - face).mean()
 
 
@@ -115,9 +149,8 @@ def test_save_and_load_round_trip(pipeline, saved_pipeline, val_faces):
 def test_batch_of_two_equals_two_single_calls(pipeline, val_faces):
     faces = val_faces[:2]
     batch = pipeline(faces, num_inference_steps=3, generator=[generator(5), generator(6)], output_type="np")
-    singles = [
-        pipeline(f, num_inference_steps=3, generator=generator(s), output_type="np") for f, s in zip(faces, (5, 6))
-    ]
+    singles = [pipeline(f, num_inference_steps=3, generator=generator(s), output_type="np")
+               for f, s in zip(faces, (5, 6))]
     for i, single in enumerate(singles):
         np.testing.assert_allclose(batch.images[i], single.images[0], atol=1e-5)
         np.testing.assert_allclose(batch.uncertainty[i], single.uncertainty[0], atol=1e-5)
@@ -148,13 +181,10 @@ def test_uncertainty_is_where_patches_overlap(pipeline, val_faces):
 
 
 def test_window_fusion_and_stride_change_the_result(pipeline, val_faces):
-    base = pipeline(val_faces[0], num_inference_steps=2, generator=generator(), output_type="np").images
-    window = pipeline(
-        val_faces[0], num_inference_steps=2, fusion="window", generator=generator(), output_type="np"
-    ).images
-    dense = pipeline(
-        val_faces[0], num_inference_steps=2, patch_stride=4, generator=generator(), output_type="np"
-    ).images
+    def restore(**kwargs):
+        return pipeline(val_faces[0], num_inference_steps=2, generator=generator(), output_type="np", **kwargs).images
+
+    base, window, dense = restore(), restore(fusion="window"), restore(patch_stride=4)
     assert not np.allclose(base, window) and not np.allclose(base, dense)
 
 
@@ -168,6 +198,12 @@ def test_window_fusion_and_stride_change_the_result(pipeline, val_faces):
         ({"output_type": "latent"}, "output_type"),
         ({"patch_stride": 40}, "stride"),
         ({"generator": [torch.Generator()] * 3}, "generators"),
+        ({"fidelity": 1.5}, r"fidelity must be in \[0, 1\]"),
+        ({"fidelity": -0.1}, r"fidelity must be in \[0, 1\]"),
+        ({"fidelity": float("nan")}, r"fidelity must be in \[0, 1\]"),
+        ({"fidelity": "0.5"}, "fidelity must be a number"),
+        ({"fidelity": True}, "fidelity must be a number"),
+        ({"fidelity": 0.5, "strength": 0.5}, "pass fidelity=None to use strength"),
     ],
 )
 def test_bad_arguments_are_explained(pipeline, val_faces, kwargs, message):
