@@ -156,12 +156,14 @@ SAME_AS_FLOAT_RGB = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", SAME_AS_FLOAT_RGB)
 def test_face_restorer_takes_what_the_pipeline_takes(case, restorer, photo, reference):
     """Once scrambled colours (RGBA), 'no face found' (uint8, PIL) or a crash (tensors): now the same result."""
     np.testing.assert_allclose(restore(restorer, SAME_AS_FLOAT_RGB[case](photo)), reference, atol=2 / 255)
 
 
+@pytest.mark.slow
 def test_face_restorer_keeps_grayscale_the_right_way_round(restorer, photo):
     gray = np.asarray(PIL.Image.fromarray(photo).convert("L"))
     restored = restore(restorer, gray)
@@ -169,6 +171,7 @@ def test_face_restorer_keeps_grayscale_the_right_way_round(restorer, photo):
     np.testing.assert_allclose(restored, as_rgb, atol=1 / 255)  # once mirrored left-right
 
 
+@pytest.mark.slow
 def test_face_restorer_takes_a_path(restorer, photo, reference, tmp_path):
     PIL.Image.fromarray(photo).save(tmp_path / "photo.png")
     np.testing.assert_allclose(restore(restorer, str(tmp_path / "photo.png")), reference, atol=2 / 255)
@@ -182,6 +185,7 @@ RESTORER_ERRORS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", RESTORER_ERRORS)
 def test_face_restorer_errors(case, restorer, photo):
     make, kwargs, error, message = RESTORER_ERRORS[case]
@@ -189,12 +193,14 @@ def test_face_restorer_errors(case, restorer, photo):
         restorer.restore(make(photo), **kwargs)
 
 
+@pytest.mark.slow
 def test_face_restorer_bounds_the_output_size():
     big = FaceRestorer(tiny_pipeline(face_size=32, patch_size=16), upscale=8)
     with pytest.raises(InvalidImageError, match="megapixels"):
         big.restore(np.zeros((1200, 1200, 3), np.uint8))
 
 
+@pytest.mark.slow
 def test_one_face_is_found_once_in_a_large_photo(restorer, photo):
     """A 3000-pixel version of the photo: detection runs downscaled, and overlapping detections merge."""
     large = np.asarray(PIL.Image.fromarray(photo).resize((3000, 3000), PIL.Image.LANCZOS))
@@ -212,6 +218,7 @@ CLI_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CLI_CASES)
 def test_cli_reports_a_bad_file_and_restores_the_rest(case, files, saved_pipeline, tmp_path, capsys):
     """The good face after the bad file is restored (a bomb once dropped the rest of the batch)."""
@@ -240,6 +247,7 @@ def test_cli_refuses_bad_arguments(case, tmp_path, capsys):
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_stride_of_zero_is_an_error_not_the_default(tmp_path, saved_pipeline, capsys):
     assert main(["restore", str(FACE), "-o", str(tmp_path), "--model", str(saved_pipeline), "--stride", "0"]) == 1
     assert "patch_stride" in capsys.readouterr().err
@@ -256,6 +264,7 @@ def test_cli_checks_the_output_folder_before_any_model_runs(tmp_path, capsys):
     assert a_file.read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_cli_never_overwrites_without_being_asked(tmp_path, saved_pipeline, capsys):
     out = tmp_path / "out"
     out.mkdir()
@@ -315,6 +324,7 @@ DEMO_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", DEMO_CASES)
 def test_demo(case, demo_app, files, tmp_path):
     import gradio as gr

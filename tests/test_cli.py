@@ -7,6 +7,7 @@ from lpipdiff.image_io import load_image_file
 
 from conftest import copy_val_faces
 
+pytestmark = pytest.mark.slow  # command runs end to end
 
 @pytest.fixture
 def photos(tmp_path):

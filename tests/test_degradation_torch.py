@@ -13,6 +13,8 @@ from lpipdiff.metrics import psnr
 
 from conftest import UTKFACE_VAL
 
+pytestmark = pytest.mark.slow  # hundreds of degradations on real faces
+
 FACE = 128
 DRAWS = 4  # degradations of each face, per implementation
 

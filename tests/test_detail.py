@@ -15,6 +15,8 @@ from lpipdiff.image_io import list_images, load_image_file
 
 from conftest import UTKFACE_VAL, tiny_pipeline
 
+pytestmark = pytest.mark.slow  # the bundled model on whole photos
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 

@@ -9,6 +9,7 @@ from lpipdiff.faces import FaceRestorer, NoFaceError
 
 from conftest import tiny_pipeline
 
+pytestmark = pytest.mark.slow  # face detection and whole photos
 
 @pytest.fixture(scope="module")
 def restorer():

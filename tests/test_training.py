@@ -22,6 +22,8 @@ from lpipdiff.unet import coordinate_channels
 
 from conftest import copy_val_faces, tiny_unet
 
+pytestmark = pytest.mark.slow  # training runs
+
 TINY = ["--face-size", "32", "--patch-size", "16", "--channels", "8,16", "--attention-levels", "1",
         "--batch-size", "4", "--num-workers", "0", "--validate-every", "0"]
 

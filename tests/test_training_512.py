@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from lpipdiff.degradation import Degradation
@@ -11,6 +12,8 @@ from lpipdiff.loading import load_pipeline
 from lpipdiff.train import main
 
 from conftest import UTKFACE_VAL
+
+pytestmark = pytest.mark.slow  # a 512-geometry training run
 
 TINY_512 = ["--face-size", "512", "--patch-size", "128", "--channels", "8,16", "--attention-levels", "",
             "--batch-size", "2", "--num-workers", "0", "--validate-every", "0"]
