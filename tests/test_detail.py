@@ -71,9 +71,9 @@ def test_a_face_larger_than_the_model_keeps_the_input_detail_and_is_still_restor
     restored = {}
     for detail in (0.0, 1.0):
         restorer = FaceRestorer(bundled, upscale=2, detail=detail)
-        # Measured with the posterior mean (fidelity 1), as docs/RESULTS.md's real-photo table was.
-        # At the newer default fidelity 0.3 this face's ratio is 0.67: the sampled restoration has
-        # less pixel-level detail inside the model's band (issue 13 note).
+        # fidelity 1, the sampler these numbers were measured with: the test is about the pyramid. At the
+        # default fidelity 0.3 the ratio is 0.67, as the sampler removes the example's noise, which the
+        # Laplacian counts as detail (docs/RESULTS.md, real photos).
         restored[detail] = restorer.restore(photo, generator=torch.Generator().manual_seed(0), fidelity=1.0)
     affine = restored[1.0].affines[0]
     assert output_scale(affine, 2) > 1.5
