@@ -11,6 +11,12 @@ DDIM steps from noise (``fidelity=None``), stride 32, uniform fusion, strength 1
 - ``--sweep sampler``: one change at a time from the reference, plus step/strength pairs.
 - ``--sweep fidelity``: the posterior-mean start at fidelity 1 ... 0 over a 10-step schedule,
   next to today's expert modes (1 step, 20 steps from noise, 10 steps at strength 0.5).
+- ``--sweep fusion``: uniform against window fusion at the default fidelity and at fidelity 1.
+
+Every table also has a ``seam`` column: the mean absolute step between neighbouring pixels
+across the patch grid's borders, divided by the same mean over every pair of neighbours (see
+:func:`seam_contrast`); a "ground truth" row gives the clean faces' own value, which a
+restoration without visible patch seams should match.
 
 The pipeline's defaults are chosen from these tables, so run them on faces the headline
 evaluation does not use (``--offset``). Writes OUTPUT/sweep.json and OUTPUT/sweep.md.
@@ -23,9 +29,13 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
+
 from lpipdiff.loading import load_pipeline
 from lpipdiff.metrics import Metrics
 from lpipdiff.pairs import ensure_pairs, load_pairs
+from lpipdiff.patches import grid_starts
+from lpipdiff.pipeline_lpipdiff import DEFAULT_FIDELITY, DEFAULT_STEPS
 from lpipdiff.reports import markdown_table
 from lpipdiff.sampling import PRESET_NAMES, restore_all
 
@@ -53,8 +63,30 @@ FIDELITY_SETTINGS = {  # the decision's rows first (fidelity falling), then toda
     "10 steps, strength 0.5": {"num_inference_steps": 10, "strength": 0.5},
     "20 steps from noise": {},
 }
-SWEEPS = {"sampler": SAMPLER_SETTINGS, "fidelity": FIDELITY_SETTINGS}
-COLUMNS = ["psnr", "ssim", "lpips", "identity", "same_person", "landmarks", "seconds_per_face"]
+FUSION_SETTINGS = {
+    f"fidelity {fidelity:g}, {fusion}": {"fidelity": fidelity, "num_inference_steps": DEFAULT_STEPS, "fusion": fusion}
+    for fidelity in (DEFAULT_FIDELITY, 1.0)
+    for fusion in ("uniform", "window")
+}
+SWEEPS = {"sampler": SAMPLER_SETTINGS, "fidelity": FIDELITY_SETTINGS, "fusion": FUSION_SETTINGS}
+COLUMNS = ["psnr", "ssim", "lpips", "identity", "same_person", "landmarks", "seam", "seconds_per_face"]
+
+
+def seam_contrast(images: list[np.ndarray], patch_size: int, stride: int) -> float:
+    """Mean absolute step between neighbouring pixels across the patch grid's borders (the rows
+    and columns where the set of patches covering a pixel changes), over the same mean for all
+    neighbours. A seam raises it; it is not 1 for clean faces (the face's own edges), so compare
+    it with the ground truth's."""
+    size = images[0].shape[0]
+    starts = grid_starts(size, patch_size, stride)
+    borders = sorted(({s for s in starts} | {s + patch_size for s in starts}) - {0, size})
+    ratios = []
+    for image in images:
+        across_columns = np.abs(np.diff(image.astype(np.float64), axis=1)).mean(axis=(0, 2))  # step into column x+1
+        across_rows = np.abs(np.diff(image.astype(np.float64), axis=0)).mean(axis=(1, 2))
+        at_borders = np.concatenate([across_columns[[b - 1 for b in borders]], across_rows[[b - 1 for b in borders]]])
+        ratios.append(at_borders.mean() / np.concatenate([across_columns, across_rows]).mean())
+    return float(np.mean(ratios))
 
 
 def main() -> None:
@@ -79,14 +111,17 @@ def main() -> None:
         face_size = pipeline.unet.config.face_size
         ensure_pairs(Path(args.data), folder, preset, face_size, seed=0, limit=args.limit, offset=args.offset)
         _, clean, degraded = load_pairs(folder)
-        rows.append({"preset": preset, "setting": "degraded input", **metrics(degraded, clean)})
+        seam = lambda images: seam_contrast(images, pipeline.unet.config.patch_size, REFERENCE["patch_stride"])  # noqa: E731
+        rows.append({"preset": preset, "setting": "ground truth", "seam": seam(clean)})
+        rows.append({"preset": preset, "setting": "degraded input", **metrics(degraded, clean), "seam": seam(degraded)})
         for name, change in SWEEPS[args.sweep].items():
             if args.settings and name not in args.settings:
                 continue
             start = time.perf_counter()
             restored = restore_all(pipeline, degraded, batch_size=8, seed=0, **{**REFERENCE, **change})
             seconds = (time.perf_counter() - start) / len(degraded)
-            rows.append({"preset": preset, "setting": name, **metrics(restored, clean), "seconds_per_face": seconds})
+            rows.append({"preset": preset, "setting": name, **metrics(restored, clean), "seam": seam(restored),
+                         "seconds_per_face": seconds})
             print(json.dumps(rows[-1]), flush=True)
     output.mkdir(parents=True, exist_ok=True)
     summary = {"faces_per_preset": len(clean), "offset": args.offset, "rows": rows}
