@@ -13,7 +13,9 @@ Per face: its size in the output (side of the aligned crop); the detail ratio, m
 Laplacian of the luma over the central 80 % of the aligned face region, restored photo over
 the bicubic upscale of the input (>= 1: at least the input's detail); the change, mean
 absolute difference from the bicubic upscale over that region (0..255; 0 would mean the
-restoration was skipped); dlib's identity distance between the restored face and the
+restoration was skipped); the structure ratio, the same ratio after non-local means denoising
+of both images (the detail ratio counts noise as detail, so a restoration that removes noise
+scores below 1 on it; this one does not); dlib's identity distance between the restored face and the
 bicubic upscale's face, both cut out as aligned crops at the output size.
 """
 
@@ -30,11 +32,12 @@ from skimage import data
 
 from lpipdiff.degradation import Degradation
 from lpipdiff.detail import DEFAULT_DETAIL
-from lpipdiff.detail_measure import aligned_crop, face_mask, laplacian_energy
+from lpipdiff.detail_measure import aligned_crop, face_mask, laplacian_energy, structure_energy
 from lpipdiff.faces import FaceRestorer
 from lpipdiff.image_io import load_image_file, resize_array, save_image
 from lpipdiff.loading import load_pipeline
 from lpipdiff.metrics import FaceGeometry
+from lpipdiff.sampling import add_sampling_arguments, sampling_kwargs
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 FIGURE_SIDE = 256
@@ -90,7 +93,7 @@ def make_photo(source: str, scale: float, preset: str | None, seed: int) -> tupl
 
 
 def measure(args) -> tuple[list[dict], list[np.ndarray]]:
-    pipeline = load_pipeline(args.model, device="cpu")
+    pipeline = load_pipeline(args.model, scheduler=args.scheduler, device=args.device)
     pipeline.set_progress_bar_config(disable=True)
     face_size = pipeline.unet.config.face_size
     geometry = FaceGeometry()
@@ -99,7 +102,7 @@ def measure(args) -> tuple[list[dict], list[np.ndarray]]:
         name, photo = make_photo(source, scale, preset, seed)
         outputs = {
             detail: FaceRestorer(pipeline, upscale=upscale, detail=detail).restore(
-                photo, generator=torch.Generator().manual_seed(args.seed))
+                photo, generator=torch.Generator().manual_seed(args.seed), **sampling_kwargs(args))
             for detail in DETAILS
         }
         restored = outputs[DEFAULT_DETAIL]
@@ -109,10 +112,12 @@ def measure(args) -> tuple[list[dict], list[np.ndarray]]:
             side = round(face_size * upscale / np.sqrt(abs(np.linalg.det(affine[:, :2]))))
             mask = face_mask(affine, upscale, face_size, bicubic.shape)
             reference = laplacian_energy(bicubic, mask)
+            structure_reference = structure_energy(bicubic, mask)
             crop = partial(aligned_crop, affine=affine, upscale=upscale, face_size=face_size, size=side)
             row = dict(photo=name, upscale=upscale, face=index + 1, side=side, larger=side > face_size)
             for detail, output in outputs.items():
                 row[("ratio", detail)] = laplacian_energy(output.image, mask) / reference
+                row[("structure", detail)] = structure_energy(output.image, mask) / structure_reference
                 row[("change", detail)] = float(np.abs(output.image - bicubic)[mask].mean() * 255)
                 row[("identity", detail)] = geometry.identity_distance(crop(output.image), crop(bicubic))
             rows.append(row)
@@ -126,12 +131,13 @@ def measure(args) -> tuple[list[dict], list[np.ndarray]]:
 
 
 HEADER = ("| photo | upscale | face px in output | path | detail ratio: detail 0 (before) | detail 1 (default) | "
-          "change, detail 1 | ID dist: detail 0 | detail 1 |\n|---|---|---|---|---|---|---|---|---|")
+          "structure ratio: detail 0 | detail 1 | change, detail 1 | ID dist: detail 0 | detail 1 |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def format_row(row: dict) -> str:
     path = "input detail above model" if row["larger"] else "model size (unchanged)"
-    ratios = " | ".join(f"{row[('ratio', d)]:.3f}" for d in DETAILS)
+    ratios = " | ".join(f"{row[(kind, d)]:.3f}" for kind in ("ratio", "structure") for d in DETAILS)
     identities = " | ".join(f"{row[('identity', d)]:.3f}" for d in DETAILS)
     return (f"| {row['photo']} | {row['upscale']} | {row['side']} | {path} | {ratios} | "
             f"{row[('change', DEFAULT_DETAIL)]:.2f} | {identities} |")
@@ -139,21 +145,22 @@ def format_row(row: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None, help="pipeline folder (default: bundled model)")
+    add_sampling_arguments(parser)  # --model, --fidelity, ...: the defaults are the product's
     parser.add_argument("--output", default=None, help="folder for per-face crops: bicubic | detail 0 | detail 1")
     parser.add_argument("--figure", default=None, help="PNG of every face: bicubic | detail 0 | detail 1")
-    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    print(f"sampling: {sampling_kwargs(args)}, seed {args.seed}")
     print(HEADER)
     rows, figure_rows = measure(args)
     print(HEADER)
     print("\n".join(format_row(row) for row in rows))
     larger = [row for row in rows if row["larger"]]
     if larger:
-        for detail in DETAILS:
-            worst = min(larger, key=lambda row: row[("ratio", detail)])
-            print(f"detail {detail:g}: lowest detail ratio of a face larger than the model "
-                  f"{worst[('ratio', detail)]:.3f} ({worst['photo']}, upscale {worst['upscale']})")
+        for kind in ("ratio", "structure"):
+            for detail in DETAILS:
+                worst = min(larger, key=lambda row: row[(kind, detail)])
+                print(f"detail {detail:g}: lowest {kind} ratio of a face larger than the model "
+                      f"{worst[(kind, detail)]:.3f} ({worst['photo']}, upscale {worst['upscale']})")
     if args.figure:
         save_image(np.concatenate(figure_rows, axis=0), Path(args.figure))
 
