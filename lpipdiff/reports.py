@@ -10,7 +10,7 @@ METRIC_LABELS = {
     "identity": "ID dist ↓",
     "same_person": "same person ↑",
     "landmarks": "LMD (px) ↓",
-    "seam": "seam (= ground truth's)",
+    "seam": "seam ↓ (1: none)",
     "seconds_per_face": "s / face",
 }
 
