@@ -29,12 +29,9 @@ import time
 from functools import partial
 from pathlib import Path
 
-import numpy as np
-
 from lpipdiff.loading import load_pipeline
-from lpipdiff.metrics import Metrics
+from lpipdiff.metrics import Metrics, seam_contrast
 from lpipdiff.pairs import ensure_pairs, load_pairs
-from lpipdiff.patches import grid_starts
 from lpipdiff.pipeline_lpipdiff import DEFAULT_FIDELITY, DEFAULT_STEPS
 from lpipdiff.reports import markdown_table
 from lpipdiff.sampling import PRESET_NAMES, restore_all
@@ -70,25 +67,6 @@ FUSION_SETTINGS = {
 }
 SWEEPS = {"sampler": SAMPLER_SETTINGS, "fidelity": FIDELITY_SETTINGS, "fusion": FUSION_SETTINGS}
 COLUMNS = ["psnr", "ssim", "lpips", "identity", "same_person", "landmarks", "seam", "seconds_per_face"]
-
-
-def seam_contrast(images: list[np.ndarray], references: list[np.ndarray], patch_size: int, stride: int) -> float:
-    """How much larger the step of the error (image - reference) between neighbouring pixels is
-    across the patch grid's borders (the rows and columns where the set of patches covering a
-    pixel changes) than 2 to 3 pixels to either side of them. A seam is a step in the error
-    there, so it raises this above 1; the face's own edges are in both images and cancel."""
-    size = images[0].shape[0]
-    starts = grid_starts(size, patch_size, stride)
-    borders = sorted(({s for s in starts} | {s + patch_size for s in starts}) - {0, size})
-    ratios = []
-    for image, reference in zip(images, references):
-        error = image.astype(np.float64) - reference.astype(np.float64)
-        for axis in (0, 1):
-            steps = np.abs(np.diff(error, axis=axis)).mean(axis=(1 - axis, 2))  # steps[i]: from i to i + 1
-            for border in borders:
-                neighbours = [border - 1 + k for k in (-3, -2, 2, 3) if 0 <= border - 1 + k < len(steps)]
-                ratios.append(steps[border - 1] / max(steps[neighbours].mean(), 1e-8))
-    return float(np.mean(ratios))
 
 
 def main() -> None:

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .patches import grid_starts
+
 # dlib's documented decision threshold: embeddings closer than this are the same person.
 SAME_PERSON_THRESHOLD = 0.6
 
@@ -38,6 +40,25 @@ def ssim(restored: np.ndarray, reference: np.ndarray) -> float:
     c1, c2 = 0.01**2, 0.03**2
     ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
     return float(ssim_map.mean())
+
+
+def seam_contrast(images: list[np.ndarray], references: list[np.ndarray], patch_size: int, stride: int) -> float:
+    """How much larger the step of the error (image - reference) between neighbouring pixels is
+    across the patch grid's borders (the rows and columns where the set of patches covering a
+    pixel changes) than 2 to 3 pixels to either side of them. A seam is a step in the error
+    there, so it raises this above 1; the face's own edges are in both images and cancel."""
+    size = images[0].shape[0]
+    starts = grid_starts(size, patch_size, stride)
+    borders = sorted(({s for s in starts} | {s + patch_size for s in starts}) - {0, size})
+    ratios = []
+    for image, reference in zip(images, references):
+        error = image.astype(np.float64) - reference.astype(np.float64)
+        for axis in (0, 1):
+            steps = np.abs(np.diff(error, axis=axis)).mean(axis=(1 - axis, 2))  # steps[i]: from i to i + 1
+            for border in borders:
+                neighbours = [border - 1 + k for k in (-3, -2, 2, 3) if 0 <= border - 1 + k < len(steps)]
+                ratios.append(steps[border - 1] / max(steps[neighbours].mean(), 1e-8))
+    return float(np.mean(ratios))
 
 
 def _dlib_model(name: str) -> str:

@@ -12,7 +12,7 @@ from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, UniPCMultistep
 
 from .degradation import PRESETS
 from .patches import FUSION_MODES
-from .pipeline_lpipdiff import DEFAULT_FIDELITY, DEFAULT_STEPS, DEFAULT_STRENGTH
+from .pipeline_lpipdiff import DEFAULT_FIDELITY, DEFAULT_FUSION, DEFAULT_STEPS, DEFAULT_STRENGTH
 
 SCHEDULERS = {
     "ddim": DDIMScheduler,
@@ -20,7 +20,6 @@ SCHEDULERS = {
     "unipc": UniPCMultistepScheduler,
 }
 DEFAULT_SCHEDULER = "ddim"
-DEFAULT_FUSION = FUSION_MODES[0]
 PRESET_NAMES = tuple(PRESETS)
 # torch's generators take 64-bit seeds; the room above this is for ``restore_all``'s seed + i.
 MAX_SEED = 2**62

@@ -8,7 +8,7 @@ import torch
 from lpipdiff.degradation import Degradation, image_seed
 from lpipdiff.image_io import list_images, load_image_file, resize_array
 from lpipdiff.loading import DEFAULT_MODEL, load_pipeline
-from lpipdiff.metrics import SAME_PERSON_THRESHOLD, FaceGeometry, psnr
+from lpipdiff.metrics import SAME_PERSON_THRESHOLD, FaceGeometry, psnr, seam_contrast
 from lpipdiff.pipeline_lpipdiff import DEFAULT_FIDELITY
 
 from conftest import UTKFACE_VAL
@@ -36,13 +36,13 @@ def severe_faces(bundled):
         generators = [torch.Generator().manual_seed(i) for i in range(4)]
         return bundled(degraded, generator=generators, output_type="np", **kwargs).images
 
-    restored, posterior_mean = restore(), restore(fidelity=1.0)
+    restored, posterior_mean, uniform = restore(), restore(fidelity=1.0), restore(fusion="uniform")
     geometry = FaceGeometry()
     identity = {
         "restored": np.mean([geometry.identity_distance(r, c) for r, c in zip(restored, clean)]),
         "degraded": np.mean([geometry.identity_distance(d, c) for d, c in zip(degraded, clean)]),
     }
-    return clean, degraded, restored, posterior_mean, identity
+    return clean, degraded, restored, posterior_mean, uniform, identity
 
 
 def detail(faces, blur: float = 0.0) -> float:
@@ -92,8 +92,19 @@ def test_bundled_model_default_is_sharper_than_the_posterior_mean(severe_faces):
     """The default samples detail onto the posterior mean (issue 10). GPU-continued weights, these
     4 faces: detail 0.0106 at the default, 0.0101 at fidelity 1, 0.0156 for the ground truth (a
     small gain, docs/RESULTS.md); the default blurred by 1 px (0.0093) would fail."""
-    clean, _, restored, posterior_mean, _ = severe_faces
+    clean, _, restored, posterior_mean, *_ = severe_faces
     assert DEFAULT_FIDELITY < 1
     assert detail(restored) > detail(posterior_mean), (detail(restored), detail(posterior_mean))
     assert detail(restored) < detail(clean), (detail(restored), detail(clean))
     assert detail(restored, blur=1.0) < detail(posterior_mean)  # a blurrier output cannot pass
+
+
+def test_bundled_model_default_shows_no_patch_seam(severe_faces):
+    """Uniform fusion left faint lines where the set of overlapping patches changes; the default
+    window fusion does not (issue 10; these 4 faces: SEAM_WINDOW window, SEAM_UNIFORM uniform;
+    1 is no seam, docs/RESULTS.md)."""
+    clean, _, restored, _, uniform, _ = severe_faces
+    window_seam = seam_contrast(restored, clean, patch_size=64, stride=32)
+    uniform_seam = seam_contrast(uniform, clean, patch_size=64, stride=32)
+    assert window_seam < uniform_seam - 0.1, (window_seam, uniform_seam)
+    assert window_seam < 1.2, window_seam

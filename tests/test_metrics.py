@@ -11,6 +11,7 @@ from lpipdiff.metrics import (
     frechet_distance,
     frechet_inception_distance,
     psnr,
+    seam_contrast,
     ssim,
 )
 from lpipdiff.reports import results_table
@@ -64,6 +65,22 @@ def test_fid(faces):
         > frechet_inception_distance([blurred(f, 0.7) for f in faces], faces)
         > 1
     )
+
+
+def test_seam_contrast_sees_a_step_along_the_patch_borders_and_not_the_face(faces):
+    # A blurred face has errors that follow the face's own edges: no seam.
+    smooth = [blurred(f, 1.0) for f in faces]
+    assert 0.8 < seam_contrast(smooth, faces, patch_size=64, stride=32) < 1.2
+    # The same with a 2 % step where the patch grid's column 64 begins: a seam.
+    step = np.zeros((128, 128, 1), np.float32)
+    step[:, 64:] = 0.02
+    seamed = [s + step for s in smooth]
+    assert seam_contrast(seamed, faces, patch_size=64, stride=32) > 1.5 * seam_contrast(smooth, faces, 64, 32)
+    # A step elsewhere (column 48, inside the patches) is not on the grid's borders.
+    step_inside = np.zeros((128, 128, 1), np.float32)
+    step_inside[:, 48:] = 0.02
+    off_grid = [s + step_inside for s in smooth]
+    assert seam_contrast(off_grid, faces, 64, 32) < 1.1 * seam_contrast(smooth, faces, 64, 32)
 
 
 def test_frechet_distance_matches_scipy_sqrtm():

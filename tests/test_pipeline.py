@@ -184,8 +184,9 @@ def test_window_fusion_and_stride_change_the_result(pipeline, val_faces):
     def restore(**kwargs):
         return pipeline(val_faces[0], num_inference_steps=2, generator=generator(), output_type="np", **kwargs).images
 
-    base, window, dense = restore(), restore(fusion="window"), restore(patch_stride=4)
-    assert not np.allclose(base, window) and not np.allclose(base, dense)
+    base, uniform, dense = restore(), restore(fusion="uniform"), restore(patch_stride=4)
+    assert np.array_equal(base, restore(fusion="window"))  # the default
+    assert not np.allclose(base, uniform) and not np.allclose(base, dense)
 
 
 @pytest.mark.parametrize(
