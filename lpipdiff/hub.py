@@ -138,7 +138,14 @@ def _read_json(path: Path) -> dict:
 
 
 def _metrics_table(evaluation: dict) -> str:
-    return results_table(evaluation)
+    settings = evaluation.get("settings", {})
+    shown = ("fidelity", "num_inference_steps", "fusion", "scheduler")
+    described = ", ".join(f"{key} {settings[key]}" for key in shown if settings.get(key) is not None)
+    faces = {row.get("n") for methods in evaluation.get("presets", {}).values() for row in methods.values()}
+    header = f"Sampler: {described}. " if described else ""
+    if len(faces) == 1:
+        header += f"{faces.pop()} held-out faces per degradation preset, against the degraded input itself."
+    return (header + "\n\n" if header else "") + results_table(evaluation)
 
 
 def remote_code_requirements() -> list[str]:

@@ -136,13 +136,15 @@ def test_model_card_names_usage_data_terms_and_citation(exported):
 
 def test_model_card_includes_evaluation_when_present(saved_pipeline, tmp_path):
     evaluation = {
-        "settings": {},
+        "settings": {"fidelity": 0.3, "num_inference_steps": 10, "fusion": "window", "patch_stride": None},
         "presets": {"severe": {"degraded input": {"n": 4, "psnr": 20.0}, "LPIP-Diff": {"n": 4, "psnr": 21.5}}},
     }
     (saved_pipeline / "evaluation.json").write_text(json.dumps(evaluation))
     (saved_pipeline / "training_config.json").write_text(json.dumps({"steps": 1234, "wall_seconds": 3600, "args": {}}))
     card = (hub.export(saved_pipeline, tmp_path / "out") / "README.md").read_text()
     assert "| severe | LPIP-Diff | 4 | 21.5 |" in card and "1234 steps" in card
+    # The table says which sampler and how many faces its figures are for.
+    assert "Sampler: fidelity 0.3, num_inference_steps 10, fusion window. 4 held-out faces" in card
 
 
 def test_push_uploads_everything_a_user_needs(saved_pipeline, monkeypatch):
