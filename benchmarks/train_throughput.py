@@ -6,7 +6,9 @@ Measures in one process, each after warm-up steps, best of ``--repeats``:
   model    the training step (loss, backward, AdamW) on one batch already on the device;
   full     both, as ``lpipdiff train`` runs them;
   before   the loop of commit 5b36bd0 (``--before``): a DataLoader whose workers decode a
-           file, degrade the whole face on the CPU and keep one patch, then the same step.
+           file, degrade the whole face on the CPU and keep one patch, then the same step;
+  model_channels_last, model_compiled (``--variants``): the model step with channels-last
+           memory, and under ``torch.compile``.
 It prints steps/s of each, full / model (target: at least 0.9 on a GPU) and full / before.
 Weights are random: speed does not depend on them.
 
@@ -18,9 +20,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import platform
 import time
+from functools import partial
 
 import numpy as np
 import torch
@@ -90,6 +94,8 @@ def main() -> None:
     parser.add_argument("--before", action="store_true", help="also measure the loop of commit 5b36bd0")
     parser.add_argument("--num-workers", type=int, default=1, help="DataLoader workers of the loop before")
     parser.add_argument("--channels", default="32,64,128,128")
+    parser.add_argument("--variants", action="store_true",
+                        help="also time the model step with channels-last memory and with torch.compile")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
@@ -97,16 +103,21 @@ def main() -> None:
     unet_args = build_parser().parse_args(["--data", "-", "--output", "-", "--channels", args.channels])
     model = build_unet(unet_args).to(device).train()
     noise_scheduler = DDPMScheduler.from_config(default_scheduler("v_prediction").config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.mixed_precision)
-    autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
 
-    def train_step(batch):
-        with autocast:
-            loss = training_loss(model, noise_scheduler, batch)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+    def step_of(model):
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+        def train_step(batch):
+            with torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext():
+                loss = training_loss(model, noise_scheduler, batch)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        return train_step
+
+    train_step = step_of(model)
 
     start = time.perf_counter()
     faces = open_faces(args.data, model.config.face_size)
@@ -126,6 +137,11 @@ def main() -> None:
                             pin_memory=device.type == "cuda")
         before = endless(loader)
         measurements["before"] = lambda: train_step({k: v.to(device) for k, v in next(before).items()})
+
+    if args.variants:  # other ways to run the same model step: does any of them speed it up here?
+        channels_last = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        measurements["model_channels_last"] = partial(step_of(channels_last), fixed)
+        measurements["model_compiled"] = partial(step_of(torch.compile(copy.deepcopy(model))), fixed)
 
     print(f"# {platform.processor() or platform.machine()}, {device}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; {len(faces)} faces decoded into memory in {load_seconds:.1f} s")
