@@ -156,10 +156,10 @@ def main() -> None:
     print("\n".join(format_row(row) for row in rows))
     larger = [row for row in rows if row["larger"]]
     if larger:
-        for kind in ("ratio", "structure"):
+        for kind, label in (("ratio", "detail"), ("structure", "structure")):
             for detail in DETAILS:
                 worst = min(larger, key=lambda row: row[(kind, detail)])
-                print(f"detail {detail:g}: lowest {kind} ratio of a face larger than the model "
+                print(f"detail {detail:g}: lowest {label} ratio of a face larger than the model "
                       f"{worst[(kind, detail)]:.3f} ({worst['photo']}, upscale {worst['upscale']})")
     if args.figure:
         save_image(np.concatenate(figure_rows, axis=0), Path(args.figure))
