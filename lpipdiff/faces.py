@@ -50,7 +50,15 @@ def load_detector(detector: str, device, weights_dir: str | None):
     """facexlib's RetinaFace detector, loaded once and shared by every photo."""
     from facexlib.detection import init_detection_model
 
-    return init_detection_model(DETECTORS[detector], half=False, device=device, model_rootpath=weights_dir)
+    try:
+        return init_detection_model(DETECTORS[detector], half=False, device=device, model_rootpath=weights_dir)
+    except OSError as error:  # facexlib downloads missing weights; offline that is a bare URLError
+        where = weights_dir or "facexlib's own weights folder"
+        raise OSError(
+            f"could not load the {detector} face detector ({DETECTORS[detector]}) from {where} nor download it "
+            f"({error}); put facexlib's detection weights in a folder and pass it with --face-weights or "
+            f"${WEIGHTS_ENV}"
+        ) from error
 
 
 def detection_helper(detector_model, upscale: float, face_size: int, template: np.ndarray):

@@ -71,6 +71,17 @@ def test_bad_options():
         FaceRestorer(tiny_pipeline(), upscale=20)
 
 
+def test_missing_detector_weights_offline_is_a_clear_error(tmp_path, monkeypatch):
+    import urllib.error
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr("facexlib.detection.load_file_from_url", offline)  # what a machine without network gets
+    with pytest.raises(OSError, match=r"could not load the mobilenet face detector .* --face-weights"):
+        FaceRestorer(tiny_pipeline(), weights_dir=tmp_path)  # an empty folder: facexlib tries to download
+
+
 def test_cli_whole_photo_restores_every_face_of_a_group(tmp_path, astronaut):
     from lpipdiff.cli import main
     from lpipdiff.image_io import load_image_file, save_image
