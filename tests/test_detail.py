@@ -9,7 +9,7 @@ import torch
 from skimage import data
 
 from lpipdiff.detail import keep_input_detail, low_band, output_scale
-from lpipdiff.detail_measure import face_mask, laplacian_energy
+from lpipdiff.detail_measure import face_mask, laplacian_energy, structure_energy
 from lpipdiff.faces import FaceRestorer, _to_bgr_uint8, _to_rgb_float, detection_helper
 from lpipdiff.image_io import list_images, load_image_file
 
@@ -71,17 +71,21 @@ def test_a_face_larger_than_the_model_keeps_the_input_detail_and_is_still_restor
     restored = {}
     for detail in (0.0, 1.0):
         restorer = FaceRestorer(bundled, upscale=2, detail=detail)
-        # fidelity 1, the sampler these numbers were measured with: the test is about the pyramid. At the
-        # default fidelity 0.3 the ratio is 0.67, as the sampler removes the example's noise, which the
-        # Laplacian counts as detail (docs/RESULTS.md, real photos).
-        restored[detail] = restorer.restore(photo, generator=torch.Generator().manual_seed(0), fidelity=1.0)
+        restored[detail] = restorer.restore(photo, generator=torch.Generator().manual_seed(0))  # the defaults
     affine = restored[1.0].affines[0]
     assert output_scale(affine, 2) > 1.5
     bicubic = cv2.resize(photo, (1024, 1024), interpolation=cv2.INTER_CUBIC)
     mask = face_mask(affine, 2, 128, bicubic.shape)
-    detail = {d: laplacian_energy(r.image, mask) / laplacian_energy(bicubic, mask) for d, r in restored.items()}
-    assert detail[1.0] >= 1.0  # at least the input's detail (1.065 measured)
-    assert detail[0.0] < 0.9  # the restoration alone, scaled up, is softer than the input (0.812)
+
+    def ratios(measure):
+        return {d: measure(r.image, mask) / measure(bicubic, mask) for d, r in restored.items()}
+
+    # At least the input's detail that is not noise (docs/RESULTS.md: the structure ratio; 1.155 measured).
+    assert ratios(structure_energy)[1.0] >= 1.0
+    # The input's finest detail comes back above the model's resolution (Laplacian: 0.570 -> 0.678;
+    # both below 1 because the restoration also removes the example's noise, which it counts).
+    laplacian = ratios(laplacian_energy)
+    assert laplacian[1.0] > laplacian[0.0] + 0.05, laplacian
     # Still restored: far from the bicubic upscale, close to the restoration below the model's resolution.
     change = np.abs(restored[1.0].image - bicubic)[mask].mean()
     assert change > 3 / 255
