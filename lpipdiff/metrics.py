@@ -49,7 +49,7 @@ def seam_contrast(images: list[np.ndarray], references: list[np.ndarray], patch_
     there, so it raises this above 1; the face's own edges are in both images and cancel."""
     size = images[0].shape[0]
     starts = grid_starts(size, patch_size, stride)
-    borders = sorted(({s for s in starts} | {s + patch_size for s in starts}) - {0, size})
+    borders = sorted((set(starts) | {s + patch_size for s in starts}) - {0, size})
     ratios = []
     for image, reference in zip(images, references):
         error = image.astype(np.float64) - reference.astype(np.float64)
