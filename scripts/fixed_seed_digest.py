@@ -37,13 +37,22 @@ def main() -> None:
     pipeline = load_pipeline(args.model, device="cpu")
     pipeline.set_progress_bar_config(disable=True)
     faces = [load_image_file(p) for p in list_images(args.faces)[:3]]
-    for steps, strength in [(1, 1.0), (20, 1.0), (10, 0.5)]:
+    # The expert path (fidelity None: steps from noise, or from the noised input), then the
+    # default path from the posterior mean at two fidelities and both fusions.
+    settings = [dict(fidelity=None, num_inference_steps=1), dict(fidelity=None, num_inference_steps=20),
+                dict(fidelity=None, num_inference_steps=10, strength=0.5), dict(fidelity=0.3),
+                dict(fidelity=1.0), dict(fidelity=0.5, fusion="uniform")]
+    for sampling in settings:
         generators = [torch.Generator().manual_seed(i) for i in range(len(faces))]
-        result = pipeline(faces, num_inference_steps=steps, strength=strength, generator=generators, output_type="np")
-        print(f"{steps} steps, strength {strength}: {digest(np.stack(result.images), np.stack(result.uncertainty))}")
+        result = pipeline(faces, generator=generators, output_type="np", **sampling)
+        print(f"{sampling}: {digest(np.stack(result.images), np.stack(result.uncertainty))}")
     photo = load_image_file(ROOT / "examples" / "astronaut_photo_severe.png")
-    restored = FaceRestorer(pipeline).restore(photo, generator=torch.Generator().manual_seed(0), num_inference_steps=4)
+    restorer = FaceRestorer(pipeline, weights_dir=SHARED / "weights" / "facexlib")
+    restored = restorer.restore(photo, generator=torch.Generator().manual_seed(0), fidelity=None, num_inference_steps=4)
     print(f"whole photo, 4 steps: {digest(restored.image)}")
+    restored = FaceRestorer(pipeline, weights_dir=SHARED / "weights" / "facexlib", upscale=2).restore(
+        photo, generator=torch.Generator().manual_seed(0))
+    print(f"whole photo, upscale 2, default sampling: {digest(restored.image)}")
 
 
 if __name__ == "__main__":
