@@ -106,8 +106,11 @@ def main() -> None:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     sys.path.insert(0, str(ROOT))  # app.py is a script at the top of the checkout, not a module of the package
     import app
+    from lpipdiff.serving import RestorationService
+    from lpipdiff.settings import ServingSettings
 
-    demo = app.build_demo()
+    service = RestorationService(ServingSettings.from_environment())
+    demo = app.build_demo(service)
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     url = f"http://127.0.0.1:{port}/"
@@ -122,7 +125,7 @@ def main() -> None:
         thread.join()
     wall = time.monotonic() - started
     settle = time.monotonic()
-    while app.tally.running and time.monotonic() - settle < 60:  # abandoned work still stopping
+    while service.tally.running and time.monotonic() - settle < 60:  # abandoned work still stopping
         time.sleep(0.2)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     demo.close()
@@ -143,8 +146,8 @@ def main() -> None:
             p50, p90 = np.percentile(values, [50, 90])
             print(f"| {kind} | {len(values)} | {p50:.1f} | {p90:.1f} | {values.max():.1f} |")
     print(f"peak memory of the server process (with its clients): {peak_mb:.0f} MB")
-    print(f"restorations stopped (abandoned or over time): {app.tally.stopped}; "
-          f"still running after the run: {app.tally.running}")
+    print(f"restorations stopped (abandoned or over time): {service.tally.stopped}; "
+          f"still running after the run: {service.tally.running}")
 
 
 if __name__ == "__main__":

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 from skimage import data
 
+from lpipdiff.cli_options import add_face_weights_argument, add_sampling_arguments, sampling_options
 from lpipdiff.degradation import Degradation
 from lpipdiff.detail import DEFAULT_DETAIL
 from lpipdiff.detail_measure import aligned_crop, face_mask, laplacian_energy, structure_energy
@@ -37,7 +37,6 @@ from lpipdiff.faces import FaceRestorer
 from lpipdiff.image_io import load_image_file, resize_array, save_image
 from lpipdiff.loading import load_pipeline
 from lpipdiff.metrics import FaceGeometry
-from lpipdiff.sampling import add_sampling_arguments, sampling_kwargs
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 FIGURE_SIDE = 256
@@ -93,16 +92,16 @@ def make_photo(source: str, scale: float, preset: str | None, seed: int) -> tupl
 
 
 def measure(args) -> tuple[list[dict], list[np.ndarray]]:
-    pipeline = load_pipeline(args.model, scheduler=args.scheduler, device=args.device)
-    pipeline.set_progress_bar_config(disable=True)
+    sampling = sampling_options(args)
+    pipeline = load_pipeline(args.model, device=args.device)
     face_size = pipeline.unet.config.face_size
     geometry = FaceGeometry()
     rows, figure_rows = [], []
     for source, scale, preset, seed, upscale in CASES:
         name, photo = make_photo(source, scale, preset, seed)
         outputs = {
-            detail: FaceRestorer(pipeline, upscale=upscale, detail=detail).restore(
-                photo, generator=torch.Generator().manual_seed(args.seed), **sampling_kwargs(args))
+            detail: FaceRestorer(pipeline, weights_dir=args.face_weights, upscale=upscale, detail=detail).restore(
+                photo, sampling)
             for detail in DETAILS
         }
         restored = outputs[DEFAULT_DETAIL]
@@ -146,10 +145,11 @@ def format_row(row: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_sampling_arguments(parser)  # --model, --fidelity, ...: the defaults are the product's
+    add_face_weights_argument(parser)
     parser.add_argument("--output", default=None, help="folder for per-face crops: bicubic | detail 0 | detail 1")
     parser.add_argument("--figure", default=None, help="PNG of every face: bicubic | detail 0 | detail 1")
     args = parser.parse_args()
-    print(f"sampling: {sampling_kwargs(args)}, seed {args.seed}")
+    print(f"sampling: {sampling_options(args)}")
     print(HEADER)
     rows, figure_rows = measure(args)
     print(HEADER)

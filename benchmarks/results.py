@@ -29,39 +29,40 @@ import time
 from functools import partial
 from pathlib import Path
 
+from lpipdiff.defaults import DEFAULT_FIDELITY, DEFAULT_STEPS, PRESET_NAMES
 from lpipdiff.loading import load_pipeline
 from lpipdiff.metrics import Metrics, seam_contrast
 from lpipdiff.pairs import ensure_pairs, load_pairs
-from lpipdiff.pipeline_lpipdiff import DEFAULT_FIDELITY, DEFAULT_STEPS
 from lpipdiff.reports import markdown_table
-from lpipdiff.sampling import PRESET_NAMES, restore_all
+from lpipdiff.sampling import SamplingOptions, restore_all
 
-REFERENCE = {"fidelity": None, "num_inference_steps": 20, "patch_stride": 32, "fusion": "uniform", "strength": 1.0}
+# Each setting changes these SamplingOptions fields of the reference.
+REFERENCE = {"fidelity": None, "steps": 20, "stride": 32, "fusion": "uniform", "strength": 1.0}
 SAMPLER_SETTINGS = {
     "reference (20 steps, stride 32, uniform, strength 1.0)": {},
-    "10 steps": {"num_inference_steps": 10},
-    "50 steps": {"num_inference_steps": 50},
-    "stride 16": {"patch_stride": 16},
-    "stride 64 (no overlap)": {"patch_stride": 64},
+    "10 steps": {"steps": 10},
+    "50 steps": {"steps": 50},
+    "stride 16": {"stride": 16},
+    "stride 64 (no overlap)": {"stride": 64},
     "window fusion": {"fusion": "window"},
     "strength 0.5": {"strength": 0.5},
-    "10 steps, strength 0.7": {"num_inference_steps": 10, "strength": 0.7},
-    "10 steps, strength 0.5": {"num_inference_steps": 10, "strength": 0.5},
-    "5 steps": {"num_inference_steps": 5},
-    "3 steps": {"num_inference_steps": 3},
-    "2 steps": {"num_inference_steps": 2},
-    "1 step (the model's mean estimate)": {"num_inference_steps": 1},
+    "10 steps, strength 0.7": {"steps": 10, "strength": 0.7},
+    "10 steps, strength 0.5": {"steps": 10, "strength": 0.5},
+    "5 steps": {"steps": 5},
+    "3 steps": {"steps": 3},
+    "2 steps": {"steps": 2},
+    "1 step (the model's mean estimate)": {"steps": 1},
 }
 FIDELITY_SCHEDULE = 10  # steps of the schedule the posterior mean re-enters (the pipeline's DEFAULT_STEPS)
 FIDELITY_SETTINGS = {  # the decision's rows first (fidelity falling), then today's modes for comparison
-    **{f"fidelity {f:g}": {"fidelity": f, "num_inference_steps": FIDELITY_SCHEDULE}
+    **{f"fidelity {f:g}": {"fidelity": f, "steps": FIDELITY_SCHEDULE}
        for f in (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.3, 0.0)},
-    "1 step (the model's mean estimate)": {"num_inference_steps": 1},
-    "10 steps, strength 0.5": {"num_inference_steps": 10, "strength": 0.5},
+    "1 step (the model's mean estimate)": {"steps": 1},
+    "10 steps, strength 0.5": {"steps": 10, "strength": 0.5},
     "20 steps from noise": {},
 }
 FUSION_SETTINGS = {
-    f"fidelity {fidelity:g}, {fusion}": {"fidelity": fidelity, "num_inference_steps": DEFAULT_STEPS, "fusion": fusion}
+    f"fidelity {fidelity:g}, {fusion}": {"fidelity": fidelity, "steps": DEFAULT_STEPS, "fusion": fusion}
     for fidelity in (DEFAULT_FIDELITY, 1.0)
     for fusion in ("uniform", "window")
 }
@@ -83,7 +84,6 @@ def main() -> None:
 
     output = Path(args.output)
     pipeline = load_pipeline(args.model, device="cpu")
-    pipeline.set_progress_bar_config(disable=True)
     metrics = Metrics(fid=False)
     rows = []
     for preset in args.presets:
@@ -92,13 +92,13 @@ def main() -> None:
         ensure_pairs(Path(args.data), folder, preset, face_size, seed=0, limit=args.limit, offset=args.offset)
         _, clean, degraded = load_pairs(folder)
         seam = partial(seam_contrast, references=clean, patch_size=pipeline.unet.config.patch_size,
-                       stride=REFERENCE["patch_stride"])
+                       stride=REFERENCE["stride"])
         rows.append({"preset": preset, "setting": "degraded input", **metrics(degraded, clean), "seam": seam(degraded)})
         for name, change in SWEEPS[args.sweep].items():
             if args.settings and name not in args.settings:
                 continue
             start = time.perf_counter()
-            restored = restore_all(pipeline, degraded, batch_size=8, seed=0, **{**REFERENCE, **change})
+            restored = restore_all(pipeline, degraded, SamplingOptions(**{**REFERENCE, **change}))
             seconds = (time.perf_counter() - start) / len(degraded)
             rows.append({"preset": preset, "setting": name, **metrics(restored, clean), "seam": seam(restored),
                          "seconds_per_face": seconds})

@@ -24,7 +24,7 @@ import torch
 
 from lpipdiff import LPIPDiffPipeline, PatchFusionUNet
 from lpipdiff.patches import PatchGrid
-from lpipdiff.sampling import default_scheduler
+from lpipdiff.sampling import build_scheduler
 
 
 def bare_unet_seconds(unet, grid: PatchGrid, steps: int, batch_size: int) -> float:
@@ -45,7 +45,7 @@ def bare_unet_seconds(unet, grid: PatchGrid, steps: int, batch_size: int) -> flo
 def measure(face: int, patch: int, stride: int, steps: int, repeats: int, batch_size: int) -> dict:
     torch.manual_seed(0)
     unet = PatchFusionUNet(face_size=face, patch_size=patch).eval()
-    pipeline = LPIPDiffPipeline(unet=unet, scheduler=default_scheduler())
+    pipeline = LPIPDiffPipeline(unet=unet, scheduler=build_scheduler())
     pipeline.set_progress_bar_config(disable=True)
     grid = PatchGrid(face, face, patch, stride)
     image = np.random.default_rng(0).random((face, face, 3), dtype=np.float32)

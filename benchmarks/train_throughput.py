@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 from lpipdiff.data import EncodedFaces, PatchBatches, crop_examples, face_source, open_faces
 from lpipdiff.degradation import Degradation
 from lpipdiff.degradation_torch import BatchDegradation
-from lpipdiff.sampling import default_scheduler
+from lpipdiff.sampling import build_scheduler
 from lpipdiff.train import build_parser, build_unet, training_loss
 from lpipdiff.unet import coordinate_channels
 
@@ -102,7 +102,7 @@ def main() -> None:
 
     unet_args = build_parser().parse_args(["--data", "-", "--output", "-", "--channels", args.channels])
     model = build_unet(unet_args).to(device).train()
-    noise_scheduler = DDPMScheduler.from_config(default_scheduler("v_prediction").config)
+    noise_scheduler = DDPMScheduler.from_config(build_scheduler(prediction_type="v_prediction").config)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.mixed_precision)
 
     def step_of(model):

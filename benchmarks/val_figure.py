@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+from lpipdiff.defaults import DEFAULT_FIDELITY
 from lpipdiff.degradation import Degradation, image_seed
 from lpipdiff.image_io import list_images, load_image_file, resize_array, save_image
 from lpipdiff.loading import load_pipeline
-from lpipdiff.pipeline_lpipdiff import DEFAULT_FIDELITY
-from lpipdiff.sampling import restore_all
+from lpipdiff.sampling import SamplingOptions, restore_all
 
 
 def main() -> None:
@@ -30,13 +30,12 @@ def main() -> None:
                         help="one column each")
     args = parser.parse_args()
     pipeline = load_pipeline(args.model, device="cpu")
-    pipeline.set_progress_bar_config(disable=True)
     size = pipeline.unet.config.face_size
     files = list_images(args.data)[args.offset : args.offset + 8]
     clean = [resize_array(load_image_file(f), size) for f in files]
     degraded = [Degradation("moderate" if i < 4 else "severe", size, color=False)(c, image_seed(0, f.name))
                 for i, (c, f) in enumerate(zip(clean, files))]
-    restored = [restore_all(pipeline, degraded, batch_size=len(degraded), seed=0, fidelity=fidelity)
+    restored = [restore_all(pipeline, degraded, SamplingOptions(fidelity=fidelity), batch_size=len(degraded))
                 for fidelity in args.fidelity]
     rows = [np.concatenate([degraded[i], *(r[i] for r in restored), clean[i]], axis=1) for i in range(len(files))]
     grid = np.concatenate([np.concatenate(rows[:4], axis=0), np.concatenate(rows[4:], axis=0)], axis=1)

@@ -1,8 +1,26 @@
-"""LPIP-Diff: identity-preserving blind face restoration by patch-fusion diffusion."""
+"""LPIP-Diff: identity-preserving blind face restoration by patch-fusion diffusion.
 
-from .pipeline_lpipdiff import LPIPDiffPipeline, LPIPDiffPipelineOutput
-from .unet import PatchFusionUNet, coordinate_channels
+The classes load on first use, so that the command line starts without importing torch.
+"""
+
+from importlib import import_module
 
 __version__ = "0.1.0"
 
-__all__ = ["LPIPDiffPipeline", "LPIPDiffPipelineOutput", "PatchFusionUNet", "coordinate_channels", "__version__"]
+_EXPORTS = {
+    "LPIPDiffPipeline": ".pipeline_lpipdiff",
+    "LPIPDiffPipelineOutput": ".pipeline_lpipdiff",
+    "PatchFusionUNet": ".unet",
+    "coordinate_channels": ".unet",
+    "SamplingOptions": ".sampling",
+    "FaceRestorer": ".faces",
+    "load_pipeline": ".loading",
+}
+
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name], __name__), name)
+    raise AttributeError(f"module 'lpipdiff' has no attribute {name!r}")

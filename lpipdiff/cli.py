@@ -1,19 +1,37 @@
-"""The ``lpipdiff`` command line: restore, degrade, train, evaluate, export and push."""
+"""The ``lpipdiff`` command line: restore, degrade, train, evaluate, export and push.
+
+Building the parser imports nothing heavy (torch, diffusers, facexlib load only when a command
+runs), so ``lpipdiff --help`` answers at once; ``train`` and ``evaluate`` parse their own options.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from pathlib import Path
 
-from .faces import DETECTORS
-from .image_io import IMAGE_EXTENSIONS, InvalidImageError, list_images
-from .sampling import PRESET_NAMES, add_sampling_arguments, sampling_kwargs, seed_argument
+from .cli_options import (
+    HelpFormatter,
+    add_face_weights_argument,
+    add_sampling_arguments,
+    sampling_options,
+    seed_argument,
+)
+from .defaults import DEFAULT_DETAIL, DEFAULT_DETECTOR, DETECTOR_NAMES, PRESET_NAMES
+
+# Commands that parse their own options: (module with main(argv, prog), one-line help).
+DELEGATED = {
+    "train": ("lpipdiff.train", "train a model (lpipdiff train --help)"),
+    "evaluate": ("lpipdiff.evaluate", "evaluate a model against the degraded input (lpipdiff evaluate --help)"),
+}
 
 
 def collect_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
     """Image files named directly or found inside named folders, plus messages for bad names."""
+    from .image_io import IMAGE_EXTENSIONS, list_images
+
     files, problems = [], []
     for name in inputs:
         path = Path(name)
@@ -72,16 +90,22 @@ def report(problems: list[str]) -> None:
         print(f"error: {problem}", file=sys.stderr)
 
 
-# One bad file must not stop a batch: these end one file's work with its message.
-FILE_ERRORS = (InvalidImageError, ValueError, OSError, RuntimeError, MemoryError)
+# One bad file must not stop a batch: these end one file's work with its message (an unreadable
+# image is an InvalidImageError, a ValueError).
+FILE_ERRORS = (ValueError, OSError, RuntimeError, MemoryError)
 
 
 def cmd_restore(args) -> int:
-    import torch
+    try:
+        sampling = sampling_options(args)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     from tqdm.auto import tqdm
 
     from .image_io import load_image_file, save_image
     from .loading import ModelLoadError, load_pipeline
+    from .sampling import sampling_pipeline
 
     files, problems = collect_inputs(args.inputs)
     output_dir = Path(args.output)
@@ -96,7 +120,7 @@ def cmd_restore(args) -> int:
         print("error: nothing to restore", file=sys.stderr)
         return 1
     try:
-        pipeline = load_pipeline(args.model, scheduler=args.scheduler, device=args.device)
+        pipeline = load_pipeline(args.model, scheduler=sampling.scheduler, device=args.device)
         restorer = None
         if args.whole_photo:
             from .faces import FaceRestorer
@@ -107,25 +131,23 @@ def cmd_restore(args) -> int:
     except (ModelLoadError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    pipeline.set_progress_bar_config(disable=True)
 
     failed = 0
-    sampling = sampling_kwargs(args)
     progress = tqdm(plan.items(), desc="restore", unit="image")
 
     def show_step(pipe, step, timestep, callback_kwargs):
         progress.set_postfix_str(f"step {step + 1}/{pipe.num_timesteps}")
         return {}
 
-    sampling["callback_on_step_end"] = show_step
+    aligned = sampling_pipeline(pipeline, sampling.scheduler)
     for path, target in progress:
         try:
             image = load_image_file(path)
-            generator = torch.Generator().manual_seed(args.seed)
             if restorer is not None:
-                restored = restorer.restore(image, generator=generator, **sampling).image
+                restored = restorer.restore(image, sampling, callback_on_step_end=show_step).image
             else:
-                restored = pipeline(image, generator=generator, output_type="np", **sampling).images[0]
+                restored = aligned(image, generator=sampling.generators(1), output_type="np",
+                                   callback_on_step_end=show_step, **sampling.pipeline_kwargs()).images[0]
             save_image(restored, target)
         except FILE_ERRORS as error:
             failed += 1
@@ -198,77 +220,72 @@ def cmd_push(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .detail import DEFAULT_DETAIL
-
     parser = argparse.ArgumentParser(prog="lpipdiff", description="LPIP-Diff blind face restoration")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    restore = commands.add_parser("restore", help="restore aligned faces or whole photos")
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, description=help, formatter_class=HelpFormatter)
+
+    restore = command("restore", "restore aligned faces or whole photos")
     restore.add_argument("inputs", nargs="+", help="image files and/or folders")
     restore.add_argument("-o", "--output", required=True, help="output folder (inputs are never overwritten)")
     restore.add_argument("--overwrite", action="store_true", help="replace output files that exist already")
     add_sampling_arguments(restore)
     restore.add_argument("--whole-photo", action="store_true", help="detect, align and paste back every face")
-    restore.add_argument("--upscale", type=float, default=1.0, help="whole-photo: upscale factor of the photo")
+    restore.add_argument("--upscale", type=float, default=1.0, help="whole-photo: upscale factor of the photo (1-8)")
     restore.add_argument("--only-largest", action="store_true", help="whole-photo: restore only the largest face")
     restore.add_argument("--min-face-size", type=int, default=0, help="whole-photo: ignore smaller faces (pixels)")
     restore.add_argument("--detail", type=float, default=DEFAULT_DETAIL,
                          help="whole-photo, faces larger than the model: keep the input's detail finer than "
                               "face_size/DETAIL px across the face (1: all of it above the model's resolution; "
                               "0: none, the restoration scaled up, softer than the input)")
-    restore.add_argument("--detector", default="mobilenet", choices=sorted(DETECTORS), help="whole-photo")
-    restore.add_argument("--face-weights", default=None,
-                         help="whole-photo: facexlib weights folder (default: $LPIPDIFF_FACEXLIB_WEIGHTS)")
+    restore.add_argument("--detector", default=DEFAULT_DETECTOR, choices=DETECTOR_NAMES,
+                         help="whole-photo: facexlib's RetinaFace backbone")
+    add_face_weights_argument(restore)
     restore.set_defaults(handler=cmd_restore)
 
-    degrade = commands.add_parser("degrade", help="make degraded copies, or a seeded clean/degraded test set")
+    degrade = command("degrade", "make degraded copies, or a seeded clean/degraded test set")
     degrade.add_argument("inputs", nargs="+", help="image files and/or folders")
-    degrade.add_argument("-o", "--output", required=True)
+    degrade.add_argument("-o", "--output", required=True, help="output folder")
     degrade.add_argument("--overwrite", action="store_true", help="replace output files that exist already")
-    degrade.add_argument("--preset", default=PRESET_NAMES[0], choices=PRESET_NAMES)
-    degrade.add_argument("--seed", type=seed_argument, default=0)
+    degrade.add_argument("--preset", default=PRESET_NAMES[0], choices=PRESET_NAMES, help="how strong the damage is")
+    degrade.add_argument("--seed", type=seed_argument, default=0, help="random seed (each file: SEED and its name)")
     degrade.add_argument("--test-set", action="store_true", help="write OUTPUT/clean and OUTPUT/degraded pairs")
     degrade.add_argument("--face-size", type=int, default=128, help="test sets: side of the written faces")
-    degrade.add_argument("--limit", type=int, default=None, help="test sets: at most this many faces")
+    degrade.add_argument("--limit", type=int, default=None, help="test sets: at most this many faces (default: all)")
     degrade.add_argument("--offset", type=int, default=0, help="test sets: skip the first N faces (sorted)")
     degrade.set_defaults(handler=cmd_degrade)
 
-    export = commands.add_parser("export", help="write a self-contained Hub folder (weights, code, model card)")
-    export.add_argument("--model", default=None, help="pipeline folder (default: bundled model)")
-    export.add_argument("--output", required=True)
+    export = command("export", "write a self-contained Hub folder (weights, code, model card)")
+    export.add_argument("--model", default=None, help="pipeline folder (default: the bundled model)")
+    export.add_argument("--output", required=True, help="the folder to write")
     export.add_argument("--repo-id", default="ORG/lpipdiff", help="the repo id the model card's examples use")
     export.set_defaults(handler=cmd_export)
 
-    push = commands.add_parser("push", help="export and upload a model repo to the Hugging Face Hub")
-    push.add_argument("--model", default=None, help="pipeline folder (default: bundled model)")
+    push = command("push", "export and upload a model repo to the Hugging Face Hub")
+    push.add_argument("--model", default=None, help="pipeline folder (default: the bundled model)")
     push.add_argument("--repo-id", required=True, help="ORG/NAME")
-    push.add_argument("--private", action="store_true")
-    push.add_argument("--token", default=None, help="default: HF_TOKEN or the saved login")
+    push.add_argument("--private", action="store_true", help="create the repo private")
+    push.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the saved login)")
     push.set_defaults(handler=cmd_push)
 
-    space = commands.add_parser("push-space", help="upload the demo as a Gradio Space")
+    space = command("push-space", "upload the demo as a Gradio Space")
     space.add_argument("--space-id", required=True, help="ORG/NAME")
     space.add_argument("--model-repo", default=None, help="load this model repo (default: bundle the weights)")
-    space.add_argument("--private", action="store_true")
-    space.add_argument("--token", default=None)
+    space.add_argument("--private", action="store_true", help="create the Space private")
+    space.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the saved login)")
     space.set_defaults(handler=cmd_push)
 
-    from .train import build_parser as build_train_parser
-    from .train import main as train_main
-
-    train = commands.add_parser("train", help="train a model (see lpipdiff/train.py)")
-    build_train_parser(train)
-    train.set_defaults(handler=lambda args: train_main(namespace=args) or 0)
-
-    from . import evaluate
-
-    evaluation = commands.add_parser("evaluate", help="evaluate a model against the degraded input")
-    evaluate.build_parser(evaluation)
-    evaluation.set_defaults(handler=evaluate.run)
+    for name, (_, help) in DELEGATED.items():
+        commands.add_parser(name, help=help, add_help=False)
     return parser
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in DELEGATED:
+        module = importlib.import_module(DELEGATED[argv[0]][0])
+        return module.main(argv[1:], prog=f"lpipdiff {argv[0]}") or 0
     args = build_parser().parse_args(argv)
     return args.handler(args)
 

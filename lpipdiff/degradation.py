@@ -18,6 +18,8 @@ import math
 import cv2
 import numpy as np
 
+from .image_io import to_uint8
+
 REFERENCE_SIZE = 512
 
 
@@ -141,8 +143,7 @@ class Degradation:
 
 def jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
     """Encode an RGB float image in [0, 1] as JPEG at ``quality`` and decode it again."""
-    as_uint8 = (np.clip(image, 0, 1) * 255.0 + 0.5).astype(np.uint8)
-    ok, encoded = cv2.imencode(".jpg", as_uint8[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+    ok, encoded = cv2.imencode(".jpg", to_uint8(image)[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise RuntimeError("JPEG encoding failed")
     decoded = cv2.imdecode(encoded, cv2.IMREAD_COLOR)[..., ::-1]

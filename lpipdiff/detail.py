@@ -12,7 +12,8 @@ background. The split is ``image = up(down(image)) + (image - up(down(image)))``
 that returned its input unchanged would give back exactly that crop of the upscaled input,
 and above the model's resolution the face matches the background it is blended into.
 ``detail`` (0..1) moves the split up: the input supplies everything finer than
-``face_size / detail`` pixels across the face. Faces at or below the model's size keep facexlib's paste-back untouched.
+``face_size / detail`` pixels across the face. Faces at or below the model's size keep facexlib's
+paste-back untouched (:meth:`lpipdiff.face_helper.FaceHelper.paste`).
 """
 
 from __future__ import annotations
@@ -20,13 +21,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-# The input supplies every band finer than ``face_size / detail`` pixels across the face.
-# 1: all of its detail above the model's resolution, the only setting with nothing softer
-# than the input there; between 0 and 1 only its finest bands; 0: none (the restoration
-# alone, scaled up: softer than the input). Above 1 (input bands inside the model's own) was
-# measured and rejected: less detail and more of the input's damage (docs/RESULTS.md).
-DEFAULT_DETAIL = 1.0
-MAX_DETAIL = 1.0
+from .defaults import DEFAULT_DETAIL
 
 
 def output_scale(affine: np.ndarray, upscale: float) -> float:
@@ -64,40 +59,3 @@ def keep_input_detail(restored: np.ndarray, input_crop: np.ndarray, detail: floa
     if cutoff >= min(size):
         return upscaled
     return upscaled + input_crop - low_band(input_crop, round(cutoff))
-
-
-def paste_faces(helper, restored_faces: list[np.ndarray], detail: float = DEFAULT_DETAIL) -> np.ndarray:
-    """Paste restored faces back into the upscaled photo with facexlib's seam mask.
-
-    ``helper`` is a ``FaceRestoreHelper`` after ``align_warp_face``; ``restored_faces`` are
-    its crops restored (BGR uint8, ``face_size``). Faces at or below the model's size in the
-    output (and every face when ``detail`` is 0) go through one ``paste_faces_to_input_image``
-    call exactly as before; each larger face is then pasted at its own output size with the
-    input's detail finer than ``face_size / detail`` pixels across the face.
-    Returns the BGR uint8 photo.
-    """
-    model_size = helper.face_size[0]
-    scales = [output_scale(affine, helper.upscale_factor) for affine in helper.affine_matrices]
-    larger = [detail > 0 and scale > 1 for scale in scales]
-    helper.get_inverse_affine()
-    helper.restored_faces = [face for face, large in zip(restored_faces, larger) if not large]
-    helper.inverse_affine_matrices = [m for m, large in zip(helper.inverse_affine_matrices, larger) if not large]
-    photo = helper.paste_faces_to_input_image()
-    try:
-        for face, affine, scale, large in zip(restored_faces, helper.affine_matrices, scales, larger):
-            if not large:
-                continue
-            size = round(model_size * scale)
-            to_crop = crop_transform(affine, size / model_size)
-            # One Lanczos resampling of the input, as for facexlib's background; reflected
-            # borders keep the image edge from leaking a step into the detail band.
-            input_crop = cv2.warpAffine(helper.input_img, to_crop, (size, size), flags=cv2.INTER_LANCZOS4,
-                                        borderMode=cv2.BORDER_REFLECT101)
-            helper.face_size = (size, size)  # the paste's seam mask is built at this size
-            helper.restored_faces = [np.clip(keep_input_detail(face, input_crop, detail), 0, 255)]
-            helper.inverse_affine_matrices = [cv2.invertAffineTransform(to_crop) * helper.upscale_factor]
-            # The photo so far is already at the output size, where facexlib's resize is a copy.
-            photo = helper.paste_faces_to_input_image(upsample_img=photo)
-    finally:
-        helper.face_size = (model_size, model_size)
-    return photo

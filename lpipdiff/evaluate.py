@@ -17,21 +17,21 @@ import json
 import time
 from pathlib import Path
 
+from .cli_options import HelpFormatter, add_sampling_arguments, sampling_options
+from .defaults import PRESET_NAMES
 from .image_io import save_image
 from .metrics import Metrics
 from .pairs import ensure_pairs, load_pairs
 from .reports import results_table
-from .sampling import PRESET_NAMES, add_sampling_arguments, restore_all, sampling_kwargs
+from .sampling import SamplingOptions, restore_all
 
 
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
     add = parser.add_argument
     add("--data", required=True, help="folder of clean aligned faces")
     add("--output", required=True, help="results folder")
-    add("--presets", nargs="+", default=list(PRESET_NAMES), choices=PRESET_NAMES)
+    add("--presets", nargs="+", default=list(PRESET_NAMES), choices=PRESET_NAMES, help="degradations to measure")
     add("--limit", type=int, default=None, help="use only the first N faces")
     add("--offset", type=int, default=0, help="skip the first N faces (in sorted order)")
     add("--pairs-dir", default=None, help="where the test pairs live (default: OUTPUT/pairs)")
@@ -43,41 +43,60 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     return parser
 
 
-def run(args) -> int:
-    from .loading import load_pipeline
-
-    output = Path(args.output)
+def evaluate(
+    pipeline,
+    data: Path,
+    output: Path,
+    sampling: SamplingOptions,
+    presets=PRESET_NAMES,
+    limit: int | None = None,
+    offset: int = 0,
+    pairs_dir: Path | None = None,
+    batch_size: int = 8,
+    fid: bool = True,
+    save_images: bool = False,
+    label: str = "LPIP-Diff",
+    model_name: str | None = None,
+) -> dict:
+    """Measure ``pipeline``'s restorations and the degraded inputs against the clean faces of ``data``,
+    for each preset; writes ``output/results.json`` and ``output/results.md`` and returns the results."""
     output.mkdir(parents=True, exist_ok=True)
-    pipeline = load_pipeline(args.model, scheduler=args.scheduler, device=args.device)
-    pipeline.set_progress_bar_config(disable=True)
     face_size = pipeline.unet.config.face_size
-    pairs_root = Path(args.pairs_dir) if args.pairs_dir else output / "pairs"
-    metrics = Metrics(fid=not args.no_fid)
-    sampling = sampling_kwargs(args)
-    settings = {**sampling, "scheduler": args.scheduler, "seed": args.seed, "model": str(args.model)}
-    results = {"settings": settings, "presets": {}}
-    for preset in args.presets:
+    pairs_root = pairs_dir or output / "pairs"
+    metrics = Metrics(fid=fid)
+    results = {"settings": {**sampling.as_dict(), "model": str(model_name)}, "presets": {}}
+    for preset in presets:
         folder = pairs_root / preset
-        ensure_pairs(Path(args.data), folder, preset, face_size, seed=0, limit=args.limit, offset=args.offset)
+        ensure_pairs(data, folder, preset, face_size, seed=0, limit=limit, offset=offset)
         names, clean, degraded = load_pairs(folder)
         start = time.perf_counter()
-        restored = restore_all(pipeline, degraded, args.batch_size, args.seed, **sampling)
+        restored = restore_all(pipeline, degraded, sampling, batch_size=batch_size)
         seconds = (time.perf_counter() - start) / len(degraded)
-        if args.save_images:
+        if save_images:
             for name, image in zip(names, restored):
                 save_image(image, output / "restored" / preset / name)
         baseline = {"n": len(names), **metrics(degraded, clean)}
         model = {"n": len(names), **metrics(restored, clean), "seconds_per_face": seconds}
-        results["presets"][preset] = {"degraded input": baseline, args.label: model}
-        print(f"{preset}: input {json.dumps(baseline)}\n{preset}: {args.label} {json.dumps(model)}")
+        results["presets"][preset] = {"degraded input": baseline, label: model}
+        print(f"{preset}: input {json.dumps(baseline)}\n{preset}: {label} {json.dumps(model)}")
     (output / "results.json").write_text(json.dumps(results, indent=2))
     (output / "results.md").write_text(results_table(results))
+    return results
+
+
+def main(argv=None, prog: str | None = None) -> int:
+    args = build_parser(prog).parse_args(argv)
+    from .loading import load_pipeline
+
+    sampling = sampling_options(args)
+    pipeline = load_pipeline(args.model, scheduler=sampling.scheduler, device=args.device)
+    results = evaluate(
+        pipeline, Path(args.data), Path(args.output), sampling, presets=args.presets, limit=args.limit,
+        offset=args.offset, pairs_dir=Path(args.pairs_dir) if args.pairs_dir else None, batch_size=args.batch_size,
+        fid=not args.no_fid, save_images=args.save_images, label=args.label, model_name=args.model,
+    )
     print(results_table(results))
     return 0
-
-
-def main(argv=None) -> int:
-    return run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from pathlib import Path
 from . import pipeline_lpipdiff, unet
 from .hub_layout import make_self_contained, remote_code_files
 from .reports import results_table
+from .settings import MODEL_ENV
 
 PACKAGE = Path(__file__).resolve().parent
 # The Space is made from a checkout: the demo and its files sit beside the package.
@@ -53,7 +54,17 @@ def export(model: str | os.PathLike | None, output: str | os.PathLike, repo_id: 
         if (source / extra).is_file():
             shutil.copy(source / extra, output / extra)
     model_card(output, repo_id).save(output / "README.md")
+    _modes_as_umask(output)
     return output
+
+
+def _modes_as_umask(folder: Path) -> None:
+    """Give every file the mode a new file gets here (safetensors' atomic write leaves 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in folder.rglob("*"):
+        if path.is_file():
+            path.chmod(0o666 & ~umask)
 
 
 def _saved_dtype(folder: Path):
@@ -111,7 +122,7 @@ def model_card(folder: str | os.PathLike, repo_id: str):
         "With the `lpipdiff` package (whole photos: detection, alignment and paste-back):", "",
         "```bash",
         f"lpipdiff restore photos/ -o restored/ --model {repo_id} --whole-photo",
-        f"LPIPDIFF_MODEL={repo_id} python app.py   # the Gradio demo",
+        f"{MODEL_ENV}={repo_id} python app.py   # the Gradio demo",
         "```", "",
     ]
     if evaluation:
@@ -214,12 +225,12 @@ def _publish(api, repo_id: str, folder: Path, repo_type: str, private: bool, **c
     return str(getattr(info, "commit_url", info))
 
 
-def push(model, repo_id: str, private: bool = False, token: str | None = None, workdir=None) -> str:
+def push(model, repo_id: str, private: bool = False, token: str | None = None) -> str:
     """Export ``model`` and upload it as the model repo ``repo_id``."""
     import tempfile
 
     api = _api(token)
-    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
         folder = export(model, Path(tmp) / "export", repo_id=repo_id)
         return _publish(api, repo_id, folder, "model", private)
 
@@ -240,7 +251,7 @@ def space_front_matter(model_repo: str | None = None) -> str:
 
 def space_folder(output: Path, model_repo: str | None = None, bundle_model=None) -> Path:
     """The Space's files: the demo, the package, requirements, README front matter and the model
-    (bundled, or named by LPIPDIFF_MODEL so the Space loads it from the model repo)."""
+    (bundled, or named by $LPIPDIFF_MODEL so the Space loads it from the model repo)."""
     from .loading import DEFAULT_MODEL, resolve_model
 
     missing = [name for name in SPACE_FILES if not (ROOT / name).exists()]
@@ -265,7 +276,7 @@ def space_folder(output: Path, model_repo: str | None = None, bundle_model=None)
         "restored patch by patch by a diffusion model and pasted back.\n"
     )
     if model_repo:
-        (output / ".env.example").write_text(f"LPIPDIFF_MODEL={model_repo}\n")
+        (output / ".env.example").write_text(f"{MODEL_ENV}={model_repo}\n")
     return output
 
 
@@ -280,7 +291,7 @@ def push_space(space_id: str, model_repo: str | None = None, private: bool = Fal
         url = _publish(api, space_id, folder, "space", private, space_sdk="gradio")
         if model_repo:
             try:
-                api.add_space_variable(space_id, "LPIPDIFF_MODEL", model_repo)
+                api.add_space_variable(space_id, MODEL_ENV, model_repo)
             except Exception as error:
-                raise HubError(f"uploaded, but could not set LPIPDIFF_MODEL on {space_id}: {error}") from None
+                raise HubError(f"uploaded, but could not set {MODEL_ENV} on {space_id}: {error}") from None
         return url

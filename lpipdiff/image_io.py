@@ -135,8 +135,13 @@ def resize_array(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     return np.clip(resized, 0, 1)
 
 
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """A float image in [0, 1] as uint8, rounded to the nearest level (values outside are clipped)."""
+    return (np.clip(image, 0, 1) * 255.0 + 0.5).astype(np.uint8)
+
+
 def array_to_pil(image: np.ndarray) -> PIL.Image.Image:
-    return PIL.Image.fromarray((np.clip(image, 0, 1) * 255.0 + 0.5).astype(np.uint8))
+    return PIL.Image.fromarray(to_uint8(image))
 
 
 def save_image(image: np.ndarray, path: str | Path) -> None:

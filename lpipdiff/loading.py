@@ -8,13 +8,13 @@ from pathlib import Path
 
 import torch
 
+from .defaults import DEFAULT_SCHEDULER
 from .pipeline_lpipdiff import LPIPDiffPipeline
-from .sampling import DEFAULT_SCHEDULER, swap_scheduler
+from .sampling import sampling_pipeline
 
 # Shipped inside the package (package data), so that a plain `pip install` has a default model
 # and works offline; other models are a folder or a Hub repo id away.
 DEFAULT_MODEL = Path(__file__).resolve().parent / "bundled" / "lpipdiff-utkface-128"
-MODEL_ENV = "LPIPDIFF_MODEL"
 
 
 class ModelLoadError(RuntimeError):
@@ -22,8 +22,8 @@ class ModelLoadError(RuntimeError):
 
 
 def resolve_model(model: str | os.PathLike | None = None) -> str:
-    """The model to use: the argument, else ``$LPIPDIFF_MODEL``, else the bundled checkpoint."""
-    chosen = model or os.environ.get(MODEL_ENV) or DEFAULT_MODEL
+    """The model to use: the argument (a folder or a Hub repo id), else the bundled checkpoint."""
+    chosen = model or DEFAULT_MODEL
     path = Path(chosen).expanduser()
     if path.exists():
         if not path.is_dir():
@@ -82,6 +82,5 @@ def load_pipeline(
         pipeline = LPIPDiffPipeline.from_pretrained(source, dtype=dtype, use_safetensors=True)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise ModelLoadError(f"could not load an LPIP-Diff pipeline from {source}: {error}") from None
-    swap_scheduler(pipeline, scheduler)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return pipeline.to(device)
+    return sampling_pipeline(pipeline, scheduler).to(device)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .image_io import to_uint8
 from .patches import grid_starts
 
 # dlib's documented decision threshold: embeddings closer than this are the same person.
@@ -86,7 +87,7 @@ class FaceGeometry:
 
     @staticmethod
     def _uint8(image: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray((np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8))
+        return np.ascontiguousarray(to_uint8(image))
 
     def _box(self, image):
         return self.dlib.rectangle(0, 0, image.shape[1] - 1, image.shape[0] - 1)

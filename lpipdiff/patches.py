@@ -12,7 +12,7 @@ import math
 
 import torch
 
-FUSION_MODES = ("uniform", "window")
+from .defaults import FUSION_MODES
 
 
 def grid_starts(size: int, patch_size: int, stride: int) -> list[int]:

@@ -6,7 +6,6 @@ import inspect
 import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 
 import numpy as np
 import PIL.Image
@@ -17,23 +16,11 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
+from .defaults import DEFAULT_FIDELITY, DEFAULT_FUSION, DEFAULT_STEPS, DEFAULT_STRENGTH, FUSION_MODES
 from .hub_layout import HubLayoutMixin
 from .image_io import InvalidImageError, array_to_pil, resize_array, to_rgb_array
-from .patches import FUSION_MODES, PatchGrid
+from .patches import PatchGrid
 from .unet import coordinate_channels
-
-# Sampler defaults, chosen by a rule written down before measuring, on val faces the headline
-# evaluation does not use (docs/RESULTS.md). Sampling starts from the posterior mean (the model's
-# fused one-step estimate of the clean face: faithful but smooth), noised back to where the last
-# round((1 - fidelity) * steps) steps of a DEFAULT_STEPS-step schedule begin, and samples detail
-# from there. 0.3 is the most realistic fidelity that still kept severe faces closer to the person
-# than the degraded input (and at or above its PSNR); 0 no longer did. Window fusion removed the
-# faint lines uniform fusion left along the patch borders, at no cost in the metrics. The CLI, the
-# demo, training validation and the evaluation all start from these.
-DEFAULT_FIDELITY = 0.3
-DEFAULT_STEPS = 10
-DEFAULT_STRENGTH = 1.0
-DEFAULT_FUSION = "window"
 
 
 @dataclass
@@ -113,6 +100,12 @@ class LPIPDiffPipeline(HubLayoutMixin, DiffusionPipeline):
         """How many denoising steps the current (or last) call runs."""
         return self._num_timesteps
 
+    @property
+    def interrupt(self) -> bool:
+        """Set ``pipeline._interrupt = True`` from a step callback to skip the remaining steps (diffusers'
+        convention); the call then returns what it has. Reset at the start of every call."""
+        return getattr(self, "_interrupt", False)
+
     @torch.no_grad()
     def __call__(
         self,
@@ -180,7 +173,8 @@ class LPIPDiffPipeline(HubLayoutMixin, DiffusionPipeline):
                 ``callback_on_step_end(pipeline, step_index, timestep, callback_kwargs)``;
                 ``callback_kwargs`` holds the tensors named in ``callback_on_step_end_tensor_inputs``
                 and the callback returns a dict, whose ``"sample"`` (if any) replaces the sample.
-                ``pipeline.num_timesteps`` is the number of steps of the call (for progress bars).
+                ``pipeline.num_timesteps`` is the number of steps of the call (for progress bars);
+                setting ``pipeline._interrupt = True`` skips the remaining steps (see :attr:`interrupt`).
             callback_on_step_end_tensor_inputs (`list[str]`, defaults to ``["sample"]``):
                 which tensors the callback receives; only ``"sample"`` (the whole-face diffused
                 sample after the step) is available.
@@ -196,10 +190,12 @@ class LPIPDiffPipeline(HubLayoutMixin, DiffusionPipeline):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         config = self.unet.config
         patch_stride = max(1, config.patch_size // 2) if patch_stride is None else patch_stride
+        # 0. Check inputs. Raise an error if not correct.
         self.check_inputs(num_inference_steps, strength, patch_stride, fusion, output_type, unet_batch_size,
-                          callback_on_step_end_tensor_inputs, fidelity)
+                          callback_on_step_end_tensor_inputs, fidelity, generator)
+        self._interrupt = False
 
-        # 1. Inputs: RGB in [-1, 1] at face_size, and their sizes to restore them to.
+        # 1. Encode the inputs: RGB in [-1, 1] at face_size, and the sizes to restore them to.
         degraded, sizes = self.preprocess(image)
         batch, device = degraded.shape[0], degraded.device
         if isinstance(generator, list) and len(generator) != batch:
@@ -209,36 +205,47 @@ class LPIPDiffPipeline(HubLayoutMixin, DiffusionPipeline):
         grid = PatchGrid(config.face_size, config.face_size, config.patch_size, patch_stride, fusion)
         condition = self.patch_conditioning(degraded, grid)
 
-        # 3. Where sampling starts: pure noise, the diffused input (strength < 1) or, with a fidelity,
-        #    the posterior mean, which costs one denoising step of its own (step 0).
+        # 3. Timesteps, in passes: with a fidelity, first the posterior mean (one step over a one-step
+        #    schedule from pure noise), then the last steps of the full schedule from the posterior
+        #    mean noised back to where they begin; without, the last steps from pure noise or, when
+        #    strength < 1, from the noised input.
+        steps_run = self.steps_to_run(num_inference_steps, strength, fidelity)
+        passes = [(1, 1)] if fidelity is not None else []
+        passes.append((num_inference_steps, steps_run))
+        start = self.unet.encode(degraded, degraded) if fidelity is None and strength < 1.0 else None
+        self._num_timesteps = self.count_steps(num_inference_steps, strength, fidelity)
+
+        # 4. Denoising loop: crop, predict every patch, fuse, one scheduler step on the whole face.
         extra_step_kwargs = {"generator": generator} if accepts(self.scheduler.step, "generator") else {}
         uncertainty = UncertaintyAccumulator(self.scheduler, batch, config.face_size, self.unet.image_units, device)
-        steps_run = self.steps_to_run(num_inference_steps, strength, fidelity)
-        self._num_timesteps = self.count_steps(num_inference_steps, strength, fidelity)
-        denoise = partial(
-            self.denoise_step, grid=grid, condition=condition, uncertainty=uncertainty,
-            unet_batch_size=unet_batch_size, step_kwargs=extra_step_kwargs,
-            callback=callback_on_step_end, callback_tensor_inputs=callback_on_step_end_tensor_inputs,
-        )
-        if fidelity is not None:
-            start = self.posterior_mean(degraded, generator, denoise)
-        else:
-            start = self.unet.encode(degraded, degraded) if strength < 1.0 else None
+        step_index = 0
+        with self.progress_bar(total=self._num_timesteps) as progress_bar:
+            for schedule_steps, steps in passes:
+                timesteps = self.get_timesteps(schedule_steps, steps, device)
+                sample = self.prepare_sample(degraded, start, timesteps[:1], generator)
+                for t in timesteps:
+                    if self.interrupt:
+                        continue
+                    noisy_patches = grid.crop(self.scheduler.scale_model_input(sample, t))
+                    prediction = self.predict_patches(noisy_patches, t, condition, unet_batch_size)
+                    fused, spread = grid.fuse(prediction, return_spread=True)
+                    uncertainty.add(spread, t)
+                    sample = self.scheduler.step(fused, t, sample, **extra_step_kwargs).prev_sample
+                    if callback_on_step_end is not None:
+                        # check_inputs allows only "sample" among the tensor inputs.
+                        callback_kwargs = {name: sample for name in callback_on_step_end_tensor_inputs}
+                        callback_outputs = callback_on_step_end(self, step_index, t, callback_kwargs)
+                        sample = self.checked_sample(callback_outputs, sample)
+                    step_index += 1
+                    progress_bar.update()
+                start = sample
 
-        # 4. Timesteps: the last steps_run of the schedule; the start is noised to the first of them.
-        timesteps = self.get_timesteps(num_inference_steps, steps_run, device)
-        sample = self.prepare_sample(degraded, start, timesteps[:1], generator)
-
-        # 5. Denoising loop: crop, predict every patch, fuse, one scheduler step on the whole face.
-        first_index = self._num_timesteps - steps_run  # 1 after the posterior mean's own step
-        for i, t in enumerate(self.progress_bar(timesteps), start=first_index):
-            sample = denoise(sample, t, i)
-
-        # 6. Back to images at the input sizes.
+        # 5. Decode: back to images at the input sizes.
         restored = ((self.unet.decode(sample, degraded).float() + 1) / 2).clamp(0, 1)
         images = self.postprocess(restored.permute(0, 2, 3, 1), sizes, output_type)
         maps = self.postprocess(uncertainty.result()[..., None], sizes, output_type, is_map=True)
 
+        # 6. Offload all models.
         self.maybe_free_model_hooks()
         if not return_dict:
             return images, maps
@@ -246,14 +253,14 @@ class LPIPDiffPipeline(HubLayoutMixin, DiffusionPipeline):
 
     def check_inputs(
         self, num_inference_steps, strength, patch_stride, fusion, output_type, unet_batch_size, tensor_inputs,
-        fidelity=None,
+        fidelity=None, generator=None,
     ):
         max_steps = self.scheduler.config.num_train_timesteps
         if not is_whole_number(num_inference_steps) or not 1 <= num_inference_steps <= max_steps:
             raise ValueError(
                 f"num_inference_steps must be a whole number from 1 to {max_steps}, got {num_inference_steps!r}"
             )
-        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 < strength <= 1.0:
+        if isinstance(strength, bool) or not isinstance(strength, numbers.Real) or not 0.0 < strength <= 1.0:
             raise ValueError(f"strength must be a number in (0, 1], got {strength!r}")
         patch_size = self.unet.config.patch_size
         smallest = min_stride(patch_size)
@@ -278,6 +285,12 @@ class LPIPDiffPipeline(HubLayoutMixin, DiffusionPipeline):
                     f"strength={strength} starts from the noised input and fidelity from the posterior mean: "
                     "pass fidelity=None to use strength"
                 )
+        generators = generator if isinstance(generator, list) else [generator]
+        if not all(g is None or isinstance(g, torch.Generator) for g in generators):
+            raise ValueError(
+                "generator must be a torch.Generator, a list of them or None (to seed, pass "
+                f"torch.Generator().manual_seed(seed)), got {type(generator).__name__}"
+            )
         unknown = [name for name in tensor_inputs if name not in self._callback_tensor_inputs]
         if unknown:
             raise ValueError(f"callback_on_step_end_tensor_inputs: {unknown} not in {self._callback_tensor_inputs}")
@@ -326,15 +339,6 @@ class LPIPDiffPipeline(HubLayoutMixin, DiffusionPipeline):
             self.scheduler.set_begin_index(begin)
         return self.scheduler.timesteps[begin:]
 
-    def posterior_mean(self, degraded, generator, denoise) -> torch.Tensor:
-        """The model's fused estimate of the clean face (in diffused units): one step over a one-step
-        schedule from pure noise, i.e. what ``fidelity=None, num_inference_steps=1`` returns. It is
-        the posterior mean because a one-step DDIM update from the last timestep returns the x0
-        prediction, the model's MSE-optimal guess given only the degraded face."""
-        timesteps = self.get_timesteps(1, 1, degraded.device)
-        noise = self.prepare_sample(degraded, None, timesteps, generator)
-        return denoise(noise, timesteps[0], 0)
-
     def prepare_sample(self, degraded, start, first_timestep, generator) -> torch.Tensor:
         """The sample the loop starts from: ``start`` (diffused units) noised to ``first_timestep``,
         pure noise when there is no ``start``, or ``start`` itself when no step is left to run."""
@@ -345,22 +349,20 @@ class LPIPDiffPipeline(HubLayoutMixin, DiffusionPipeline):
             return noise * self.scheduler.init_noise_sigma
         return self.scheduler.add_noise(start, noise, first_timestep.repeat(degraded.shape[0]))
 
-    def denoise_step(
-        self, sample, timestep, step_index, grid: PatchGrid, condition: dict, uncertainty: UncertaintyAccumulator,
-        unet_batch_size: int, step_kwargs: dict, callback, callback_tensor_inputs,
-    ) -> torch.Tensor:
-        """One denoising step on the whole face: crop, predict every patch, fuse, one scheduler step,
-        then diffusers' step callback, which may replace the sample."""
-        noisy_patches = grid.crop(self.scheduler.scale_model_input(sample, timestep))
-        prediction = self.predict_patches(noisy_patches, timestep, condition, unet_batch_size)
-        fused, spread = grid.fuse(prediction, return_spread=True)
-        uncertainty.add(spread, timestep)
-        sample = self.scheduler.step(fused, timestep, sample, **step_kwargs).prev_sample
-        if callback is not None:
-            step_tensors = {"sample": sample}
-            callback_kwargs = {name: step_tensors[name] for name in callback_tensor_inputs}
-            sample = callback(self, step_index, timestep, callback_kwargs).pop("sample", sample)
-        return sample
+    @staticmethod
+    def checked_sample(callback_outputs, sample: torch.Tensor) -> torch.Tensor:
+        """The sample a step callback hands back (its ``"sample"``, else the one it was given), checked:
+        a callback that returns something other than a dict or a tensor of another shape would
+        otherwise fail deep in the next step."""
+        if not isinstance(callback_outputs, dict):
+            raise TypeError(
+                f"callback_on_step_end must return a dict (diffusers' contract), got {type(callback_outputs).__name__}"
+            )
+        replaced = callback_outputs.pop("sample", sample)
+        if not isinstance(replaced, torch.Tensor) or replaced.shape != sample.shape:
+            shape = tuple(replaced.shape) if isinstance(replaced, torch.Tensor) else type(replaced).__name__
+            raise ValueError(f"callback_on_step_end returned a sample of shape {shape}, expected {tuple(sample.shape)}")
+        return replaced
 
     def predict_patches(self, noisy_patches, timestep, condition: dict, batch_size: int) -> torch.Tensor:
         """The UNet's prediction for every patch, ``batch_size`` patches at a time."""

@@ -34,10 +34,12 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
+from .cli_options import HelpFormatter
 from .data import DEFAULT_MEMORY_BUDGET, PatchBatches, face_source, open_faces
+from .defaults import DEFAULT_STEPS
 from .degradation_torch import BatchDegradation
-from .pipeline_lpipdiff import DEFAULT_STEPS, LPIPDiffPipeline
-from .sampling import default_scheduler
+from .pipeline_lpipdiff import LPIPDiffPipeline
+from .sampling import SamplingOptions, build_scheduler
 from .unet import PatchFusionUNet
 
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -49,10 +51,8 @@ UNET_DEFAULTS = {
 }
 
 
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
     add = parser.add_argument
     add("--data", required=True, help="folder of clean aligned faces, or a pack of them (python -m lpipdiff.data pack)")
     add("--output", required=True, help="run folder (checkpoints, logs, samples, final pipeline)")
@@ -60,54 +60,59 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     add("--init-from", default=None, help="pipeline folder whose weights start training (e.g. the bundled model)")
     unet = UNET_DEFAULTS
     attention = [i for i, block in enumerate(unet["down_block_types"]) if block.startswith("Attn")]
-    add("--face-size", type=int, default=unet["face_size"])
-    add("--patch-size", type=int, default=unet["patch_size"])
+    add("--face-size", type=int, default=unet["face_size"], help="side of the aligned faces the model restores")
+    add("--patch-size", type=int, default=unet["patch_size"], help="side of the patches the UNet sees")
     add("--channels", default=",".join(map(str, unet["block_out_channels"])), help="UNet block widths")
     add("--attention-levels", default=",".join(map(str, attention)),
         help="which down levels (0-based) use attention, comma separated")
-    add("--layers-per-block", type=int, default=unet["layers_per_block"])
-    add("--prediction-type", default="v_prediction", choices=["epsilon", "v_prediction", "sample"])
+    add("--layers-per-block", type=int, default=unet["layers_per_block"], help="ResNet layers in each UNet block")
+    add("--prediction-type", default="v_prediction", choices=["epsilon", "v_prediction", "sample"],
+        help="what the UNet predicts (docs/TRAINING.md: epsilon fails with this schedule)")
     add("--residual", action=argparse.BooleanOptionalAction, default=True, help="diffuse clean minus degraded")
-    add("--global-context", action=argparse.BooleanOptionalAction, default=True)
-    add("--coordinates", action=argparse.BooleanOptionalAction, default=True)
+    add("--global-context", action=argparse.BooleanOptionalAction, default=True,
+        help="give the UNet the whole degraded face at patch resolution")
+    add("--coordinates", action=argparse.BooleanOptionalAction, default=True,
+        help="give the UNet where the patch lies in the face")
     add("--batch-size", type=int, default=16, help="patches per device per step")
-    add("--learning-rate", type=float, default=3e-4)
-    add("--warmup-steps", type=int, default=100)
+    add("--learning-rate", type=float, default=3e-4, help="AdamW learning rate")
+    add("--warmup-steps", type=int, default=100, help="learning-rate warm-up steps")
     add("--lr-schedule", default="constant_with_warmup", help="any diffusers.optimization schedule name")
-    add("--weight-decay", type=float, default=1e-4)
-    add("--max-grad-norm", type=float, default=1.0)
-    add("--ema-decay", type=float, default=0.999)
-    add("--max-steps", type=int, default=100_000)
+    add("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
+    add("--max-grad-norm", type=float, default=1.0, help="gradient clipping norm")
+    add("--ema-decay", type=float, default=0.999, help="decay of the exponential moving average of the weights")
+    add("--max-steps", type=int, default=100_000, help="stop (and export) after this many steps")
     add("--max-minutes", type=float, default=None, help="stop (and export) after this much wall time")
-    add("--checkpoint-every", type=int, default=500)
-    add("--checkpoints-kept", type=int, default=2)
-    add("--validate-every", type=int, default=1000)
-    add("--val-faces", type=int, default=8)
-    add("--val-steps", type=int, default=DEFAULT_STEPS)
-    add("--mixed-precision", default="no", choices=["no", "fp16", "bf16"])
+    add("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
+    add("--checkpoints-kept", type=int, default=2, help="how many of the newest checkpoints to keep")
+    add("--validate-every", type=int, default=1000, help="steps between validations (0: never)")
+    add("--val-faces", type=int, default=8, help="val faces restored at each validation")
+    add("--val-steps", type=int, default=DEFAULT_STEPS, help="sampler steps of the validation restorations")
+    add("--mixed-precision", default="no", choices=["no", "fp16", "bf16"], help="accelerate's mixed precision")
     add("--patches-per-face", type=int, default=4, help="patches cropped from each degraded face")
     add("--memory-budget-gb", type=float, default=DEFAULT_MEMORY_BUDGET / 2**30,
         help="decoded faces up to this size are held on the device; beyond it they are decoded by workers")
     add("--num-workers", type=int, default=2, help="decoding workers, used only beyond the memory budget")
-    add("--seed", type=int, default=0)
+    add("--seed", type=int, default=0, help="random seed (each process adds its rank)")
     add("--resume", default=None, help="'latest' or a checkpoint folder")
     add("--export-fp16", action="store_true", help="export the final pipeline with fp16 weights")
     return parser
 
 
-def build_unet(args) -> PatchFusionUNet:
-    channels = tuple(int(c) for c in args.channels.split(","))
-    attention = {int(i) for i in args.attention_levels.split(",") if i != ""}
+def build_unet(face_size: int, patch_size: int, channels: str, attention_levels: str, layers_per_block: int,
+               coordinates: bool = True, global_context: bool = True, residual: bool = True) -> PatchFusionUNet:
+    """A new UNet; ``channels`` and ``attention_levels`` are comma-separated, as on the command line."""
+    channels = tuple(int(c) for c in channels.split(","))
+    attention = {int(i) for i in attention_levels.split(",") if i != ""}
     down = tuple("AttnDownBlock2D" if i in attention else "DownBlock2D" for i in range(len(channels)))
     up = tuple("AttnUpBlock2D" if i in attention else "UpBlock2D" for i in reversed(range(len(channels))))
     return PatchFusionUNet(
-        face_size=args.face_size,
-        patch_size=args.patch_size,
-        use_coordinates=args.coordinates,
-        use_global_context=args.global_context,
-        residual=args.residual,
+        face_size=face_size,
+        patch_size=patch_size,
+        use_coordinates=coordinates,
+        use_global_context=global_context,
+        residual=residual,
         block_out_channels=channels,
-        layers_per_block=args.layers_per_block,
+        layers_per_block=layers_per_block,
         down_block_types=down,
         up_block_types=up,
         norm_num_groups=min(UNET_DEFAULTS["norm_num_groups"], channels[0]),
@@ -135,17 +140,13 @@ def training_loss(model, noise_scheduler, batch, generator=None):
     return F.mse_loss(prediction.float(), target.float())
 
 
-def plain_arguments(args) -> dict:
-    """The training arguments without what the CLI adds (sub-command, handler)."""
-    return {k: v for k, v in vars(args).items() if k not in ("command", "handler")}
-
-
-def training_batches(args, unet_config, device) -> PatchBatches:
+def training_batches(data, unet_config, device, batch_size: int, patches_per_face: int, memory_budget: int,
+                     num_workers: int) -> PatchBatches:
     """Endless batches on ``device``; every process of a multi-GPU run draws its own."""
-    faces = open_faces(args.data, unet_config.face_size)
-    source = face_source(faces, device, int(args.memory_budget_gb * 2**30), args.num_workers)
+    faces = open_faces(data, unet_config.face_size)
+    source = face_source(faces, device, memory_budget, num_workers)
     degradation = BatchDegradation(face_size=unet_config.face_size)
-    return PatchBatches(source, degradation, unet_config.patch_size, args.batch_size, args.patches_per_face)
+    return PatchBatches(source, degradation, unet_config.patch_size, batch_size, patches_per_face)
 
 
 def list_checkpoints(folder: Path) -> list[Path]:
@@ -199,9 +200,8 @@ class Validator:
         from .metrics import psnr
         from .sampling import restore_all
 
-        pipeline = LPIPDiffPipeline(unet=unet, scheduler=default_scheduler(self.prediction_type))
-        pipeline.set_progress_bar_config(disable=True)
-        restored = restore_all(pipeline, self.degraded, len(self.degraded), seed=0, num_inference_steps=self.steps)
+        pipeline = LPIPDiffPipeline(unet=unet, scheduler=build_scheduler(prediction_type=self.prediction_type))
+        restored = restore_all(pipeline, self.degraded, SamplingOptions(steps=self.steps), len(self.degraded))
         result = {
             "step": step,
             "psnr": float(np.mean([psnr(r, c) for r, c in zip(restored, self.clean)])),
@@ -221,21 +221,22 @@ class Validator:
         return result
 
 
-def main(argv=None, namespace=None):
-    args = namespace if namespace is not None else build_parser().parse_args(argv)
+def main(argv=None, prog: str | None = None):
+    args = build_parser(prog).parse_args(argv)
     output = Path(args.output)
     accelerator = Accelerator(mixed_precision=args.mixed_precision, project_dir=str(output))
     set_seed(args.seed, device_specific=True)
     checkpoints = output / "checkpoints"
     if accelerator.is_main_process:
         checkpoints.mkdir(parents=True, exist_ok=True)
-        (output / "training_args.json").write_text(json.dumps(plain_arguments(args), indent=2))
+        (output / "training_args.json").write_text(json.dumps(vars(args), indent=2))
 
     if args.init_from:
         model = PatchFusionUNet.from_pretrained(args.init_from, subfolder="unet", dtype=torch.float32)
     else:
-        model = build_unet(args)
-    noise_scheduler = DDPMScheduler.from_config(default_scheduler(args.prediction_type).config)
+        model = build_unet(args.face_size, args.patch_size, args.channels, args.attention_levels,
+                           args.layers_per_block, args.coordinates, args.global_context, args.residual)
+    noise_scheduler = DDPMScheduler.from_config(build_scheduler(prediction_type=args.prediction_type).config)
     ema = EMAModel(model.parameters(), decay=args.ema_decay, model_cls=PatchFusionUNet, model_config=model.config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
     lr_scheduler = get_scheduler(
@@ -244,7 +245,8 @@ def main(argv=None, namespace=None):
         num_warmup_steps=args.warmup_steps * accelerator.num_processes,
         num_training_steps=args.max_steps * accelerator.num_processes,
     )
-    batches = training_batches(args, model.config, accelerator.device)
+    batches = training_batches(args.data, model.config, accelerator.device, args.batch_size, args.patches_per_face,
+                               int(args.memory_budget_gb * 2**30), args.num_workers)
     model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     ema.to(accelerator.device)
     accelerator.register_for_checkpointing(ema)
@@ -282,14 +284,12 @@ def main(argv=None, namespace=None):
     model.train()
     while step < args.max_steps:
         batch = next(batches)
-        with accelerator.accumulate(model):
-            loss = training_loss(model, noise_scheduler, batch)
-            accelerator.backward(loss)
-            if accelerator.sync_gradients:
-                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-            optimizer.step()
-            lr_scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+        loss = training_loss(model, noise_scheduler, batch)
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+        optimizer.step()
+        lr_scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
         ema.step(model.parameters())
         step += 1
         progress.update(1)
@@ -308,19 +308,21 @@ def main(argv=None, namespace=None):
     if args.validate_every > 0 and step % args.validate_every != 0:
         validate()
     if accelerator.is_main_process:
-        export_pipeline(accelerator.unwrap_model(model), ema, args, output / "pipeline", step, time.monotonic() - start)
+        record = {"args": vars(args), "steps": step, "wall_seconds": round(time.monotonic() - start, 1)}
+        export_pipeline(accelerator.unwrap_model(model), ema, output / "pipeline", args.prediction_type,
+                        args.export_fp16, record)
     accelerator.end_training()
 
 
-def export_pipeline(model, ema, args, folder: Path, step: int, seconds: float) -> None:
-    """Save the EMA weights as a ``save_pretrained`` pipeline folder (fp16 on request)."""
+def export_pipeline(model, ema, folder: Path, prediction_type: str, fp16: bool, record: dict) -> None:
+    """Save the EMA weights as a ``save_pretrained`` pipeline folder (fp16 on request), with ``record``
+    (the run's arguments, steps and time) as ``training_config.json``."""
     final = PatchFusionUNet.from_config(model.config)
     ema.copy_to(final.parameters())
-    if args.export_fp16:
+    if fp16:
         final = final.to(torch.float16)
-    pipeline = LPIPDiffPipeline(unet=final, scheduler=default_scheduler(args.prediction_type))
+    pipeline = LPIPDiffPipeline(unet=final, scheduler=build_scheduler(prediction_type=prediction_type))
     pipeline.save_pretrained(folder)
-    record = {"args": plain_arguments(args), "steps": step, "wall_seconds": round(seconds, 1)}
     (folder / "training_config.json").write_text(json.dumps(record, indent=2))
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
@@ -28,14 +27,14 @@ def main() -> None:
     parser.add_argument("--model", default=None)
     parser.add_argument("--faces", default=str(SHARED / "data" / "utkface" / "val"))
     args = parser.parse_args()
-    os.environ.setdefault("LPIPDIFF_FACEXLIB_WEIGHTS", str(SHARED / "weights" / "facexlib"))
-
     from lpipdiff.faces import FaceRestorer
     from lpipdiff.image_io import list_images, load_image_file
     from lpipdiff.loading import load_pipeline
+    from lpipdiff.sampling import SamplingOptions
 
     pipeline = load_pipeline(args.model, device="cpu")
     pipeline.set_progress_bar_config(disable=True)
+    weights = SHARED / "weights" / "facexlib"
     faces = [load_image_file(p) for p in list_images(args.faces)[:3]]
     # The expert path (fidelity None: steps from noise, or from the noised input), then the
     # default path from the posterior mean at two fidelities and both fusions.
@@ -47,11 +46,9 @@ def main() -> None:
         result = pipeline(faces, generator=generators, output_type="np", **sampling)
         print(f"{sampling}: {digest(np.stack(result.images), np.stack(result.uncertainty))}")
     photo = load_image_file(ROOT / "examples" / "astronaut_photo_severe.png")
-    restorer = FaceRestorer(pipeline, weights_dir=SHARED / "weights" / "facexlib")
-    restored = restorer.restore(photo, generator=torch.Generator().manual_seed(0), fidelity=None, num_inference_steps=4)
+    restored = FaceRestorer(pipeline, weights_dir=weights).restore(photo, SamplingOptions(fidelity=None, steps=4))
     print(f"whole photo, 4 steps: {digest(restored.image)}")
-    restored = FaceRestorer(pipeline, weights_dir=SHARED / "weights" / "facexlib", upscale=2).restore(
-        photo, generator=torch.Generator().manual_seed(0))
+    restored = FaceRestorer(pipeline, weights_dir=weights, upscale=2).restore(photo, SamplingOptions())
     print(f"whole photo, upscale 2, default sampling: {digest(restored.image)}")
 
 

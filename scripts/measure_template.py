@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from facexlib.detection import init_detection_model
 
-from lpipdiff.faces import facexlib_weights_dir
 from lpipdiff.image_io import list_images
+from lpipdiff.settings import FACE_WEIGHTS_ENV, from_environment
 
 PAD = 50
 
@@ -25,7 +25,8 @@ def main() -> None:
     parser.add_argument("folder")
     parser.add_argument("--count", type=int, default=120)
     args = parser.parse_args()
-    detector = init_detection_model("retinaface_mobile0.25", device="cpu", model_rootpath=facexlib_weights_dir())
+    weights = from_environment(FACE_WEIGHTS_ENV)
+    detector = init_detection_model("retinaface_mobile0.25", device="cpu", model_rootpath=weights)
     points = []
     for path in list_images(args.folder)[: args.count]:
         image = cv2.imread(str(path))

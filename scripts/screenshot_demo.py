@@ -27,11 +27,13 @@ def main() -> None:
 
     sys.path.insert(0, str(ROOT))
     import app
+    from lpipdiff.serving import RestorationService
+    from lpipdiff.settings import ServingSettings
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    demo = app.build_demo()
+    demo = app.build_demo(RestorationService(ServingSettings.from_environment()))
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
         with sync_playwright() as p:

@@ -1,0 +1,38 @@
+"""The product's defaults and choice lists, in one place and importable without torch, so that
+``lpipdiff --help`` answers at once. The pipeline, the CLI, the demo, the evaluation and training
+validation all start from these.
+
+Sampler defaults were chosen by rules written down before measuring, on val faces the headline
+evaluation does not use (docs/RESULTS.md). Sampling starts from the posterior mean (the model's
+fused one-step estimate of the clean face: faithful but smooth), noised back to where the last
+round((1 - fidelity) * steps) steps of a DEFAULT_STEPS-step schedule begin, and samples detail
+from there. 0.3 is the most realistic fidelity that still kept severe faces closer to the person
+than the degraded input (and at or above its PSNR). Window fusion removed the faint lines uniform
+fusion left along the patch borders, at no cost in the metrics.
+"""
+
+DEFAULT_FIDELITY = 0.3
+DEFAULT_STEPS = 10
+DEFAULT_STRENGTH = 1.0
+
+FUSION_MODES = ("window", "uniform")
+DEFAULT_FUSION = "window"
+
+SCHEDULER_NAMES = ("ddim", "dpm", "unipc")
+DEFAULT_SCHEDULER = "ddim"
+
+# torch's generators take 64-bit seeds; the room above this is for "seed + face index".
+MAX_SEED = 2**62
+
+# The synthetic degradations of evaluation and training (lpipdiff.degradation.PRESETS).
+PRESET_NAMES = ("moderate", "severe")
+
+# Whole photos: facexlib's RetinaFace detectors.
+DETECTOR_NAMES = ("mobilenet", "resnet50")
+DEFAULT_DETECTOR = "mobilenet"
+# Faces larger than the model keep the input's detail finer than face_size / detail pixels
+# (lpipdiff.detail). 1: all of it above the model's resolution, the only setting with nothing
+# softer than the input there; 0: none. Above 1 was measured and rejected: less detail and more
+# of the input's damage (docs/RESULTS.md).
+DEFAULT_DETAIL = 1.0
+MAX_DETAIL = 1.0

@@ -1,0 +1,88 @@
+"""Configuration from the environment, read in one place and only at the edges (the CLI's defaults
+and the demo's :class:`ServingSettings`); everything below them receives plain arguments."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+MODEL_ENV = "LPIPDIFF_MODEL"  # a pipeline folder or Hub repo id instead of the bundled model
+DEVICE_ENV = "LPIPDIFF_DEVICE"  # cpu, cuda, ...
+FACE_WEIGHTS_ENV = "LPIPDIFF_FACEXLIB_WEIGHTS"  # facexlib's detector weights folder (offline machines)
+MAX_WORK_ENV = "LPIPDIFF_MAX_WORK"
+MAX_SECONDS_ENV = "LPIPDIFF_MAX_SECONDS"
+
+
+def from_environment(name: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """The variable's value, or None when it is unset or empty."""
+    value = (os.environ if environ is None else environ).get(name, "")
+    return value or None
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    """How the demo serves restorations: the model, and the limits that keep one visitor's request
+    from blocking the others on a small machine (a free Space has 2 CPU cores).
+
+    Args:
+        model: pipeline folder or Hub repo id; ``None``: the bundled model.
+        device: ``None``: CUDA when available, else the CPU.
+        face_weights: facexlib's detector weights folder; ``None``: facexlib downloads them.
+        max_work: the work of one request, in UNet patch evaluations (faces x samples x steps x
+            patches a step). The bundled model does about 45 a second on a free Space's 2 CPU cores,
+            so the heaviest request allowed takes about half a minute there (docs/BENCHMARKS.md).
+        max_seconds: a request still running after this long is stopped (a busy machine).
+        abandoned_after: a request whose client stopped listening this long ago is stopped at its
+            next step.
+        light_work: requests of at most this much work a face (a step or two of one sample) run in
+            a lane of their own, so they never wait behind heavy ones.
+        accepted: how many requests Gradio hands over at once (the rest wait in its queue).
+        queue_size: beyond this many waiting, requests are refused with "Queue is full".
+        max_steps, max_samples: the largest values the controls and the API accept.
+        max_upload_mb: the largest upload accepted.
+        aligned_max_side, aligned_max_aspect: in Auto mode an image without a detected face is
+            restored as an aligned face only when it looks like one (this small and this square).
+    """
+
+    model: str | None = None
+    device: str | None = None
+    face_weights: str | None = None
+    max_work: int = 1200
+    max_seconds: float = 90.0
+    abandoned_after: float = 5.0
+    light_work: int = 100
+    accepted: int = 8
+    queue_size: int = 8
+    max_steps: int = 50
+    max_samples: int = 4
+    max_upload_mb: int = 20
+    aligned_max_side: int = 512
+    aligned_max_aspect: float = 1.5
+
+    def __post_init__(self):
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if field.type in ("int", "float") and (isinstance(value, bool) or not value > 0):
+                raise ValueError(f"ServingSettings.{field.name} must be a positive number, got {value!r}")
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> ServingSettings:
+        """Settings from ``LPIPDIFF_*`` variables (unset ones keep their defaults)."""
+        read = {
+            "model": (MODEL_ENV, str),
+            "device": (DEVICE_ENV, str),
+            "face_weights": (FACE_WEIGHTS_ENV, str),
+            "max_work": (MAX_WORK_ENV, int),
+            "max_seconds": (MAX_SECONDS_ENV, float),
+        }
+        values = {}
+        for name, (variable, kind) in read.items():
+            text = from_environment(variable, environ)
+            if text is None:
+                continue
+            try:
+                values[name] = kind(text)
+            except ValueError:
+                raise ValueError(f"${variable} must be a {kind.__name__}, got {text!r}") from None
+        return cls(**values)
