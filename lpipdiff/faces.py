@@ -7,12 +7,14 @@ square mask are facexlib's ``FaceRestoreHelper``; no face-parsing model is used.
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .detail import DEFAULT_DETAIL, MAX_DETAIL, paste_faces
 from .image_io import InvalidImageError, to_rgb_array
+from .value_checks import check_number, check_restorer_settings, checked_template
 
 DETECTORS = {"mobilenet": "retinaface_mobile0.25", "resnet50": "retinaface_resnet50"}
 WEIGHTS_ENV = "LPIPDIFF_FACEXLIB_WEIGHTS"
@@ -59,6 +61,14 @@ def load_detector(detector: str, device, weights_dir: str | None):
             f"({error}); put facexlib's detection weights in a folder and pass it with --face-weights or "
             f"${WEIGHTS_ENV}"
         ) from error
+    except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, AttributeError, TypeError, ValueError) as error:
+        # torch.load refuses pickles that hold more than tensors (they could run code): say so in one line.
+        where = weights_dir or "facexlib's own weights folder"
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise OSError(
+            f"the {detector} face detector's weights in {where} cannot be used ({type(error).__name__}: {reason}); "
+            "replace them with facexlib's own release file"
+        ) from None
 
 
 def detection_helper(detector_model, upscale: float, face_size: int, template: np.ndarray):
@@ -149,15 +159,10 @@ class FaceRestorer:
         template: str | np.ndarray = "utkface",
         detail: float = DEFAULT_DETAIL,
     ):
-        if detector not in DETECTORS:
-            raise ValueError(f"detector must be one of {sorted(DETECTORS)}, got {detector!r}")
-        if not 1 <= upscale <= 8:
-            raise ValueError(f"upscale must be between 1 and 8, got {upscale}")
-        if not 0 <= detail <= MAX_DETAIL:
-            raise ValueError(f"detail must be between 0 and {MAX_DETAIL:g}, got {detail}")
+        check_restorer_settings(detector, DETECTORS, upscale, only_largest, min_face_size, detail, MAX_DETAIL)
         self.pipeline, self.detail, self.upscale = pipeline, detail, upscale
         self.only_largest, self.min_face_size = only_largest, min_face_size
-        self.template = TEMPLATES[template] if isinstance(template, str) else np.asarray(template, dtype=np.float64)
+        self.template = checked_template(template, TEMPLATES)
         self.detector = load_detector(detector, pipeline.device, facexlib_weights_dir(weights_dir))
 
     def restore(
@@ -172,7 +177,7 @@ class FaceRestorer:
         ``sampling`` goes to the pipeline call. Safe to call from several threads at once.
         """
         pipeline = pipeline or self.pipeline
-        detail = self.detail if detail is None else detail
+        detail = self.detail if detail is None else check_number("detail", detail, 0, MAX_DETAIL)
         if isinstance(image, (list, tuple)):
             raise InvalidImageError("FaceRestorer.restore takes one photo at a time")
         image = to_rgb_array(image)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from .model_checks import check_model_folder
 from .pipeline_lpipdiff import LPIPDiffPipeline
 from .sampling import DEFAULT_SCHEDULER, swap_scheduler
 
@@ -78,6 +79,7 @@ def load_pipeline(
     ``dtype`` (float32 by default, which CPUs need for speed and accuracy).
     """
     source = resolve_model(model)
+    check_model_folder(source)
     try:
         pipeline = LPIPDiffPipeline.from_pretrained(source, dtype=dtype, use_safetensors=True)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:

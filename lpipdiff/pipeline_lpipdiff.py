@@ -21,6 +21,7 @@ from .hub_layout import HubLayoutMixin
 from .image_io import InvalidImageError, array_to_pil, resize_array, to_rgb_array
 from .patches import FUSION_MODES, PatchGrid
 from .unet import coordinate_channels
+from .value_checks import check_generators, checked_callback_result
 
 # Sampler defaults, chosen by a rule written down before measuring, on val faces the headline
 # evaluation does not use (docs/RESULTS.md). Sampling starts from the posterior mean (the model's
@@ -202,8 +203,7 @@ class LPIPDiffPipeline(HubLayoutMixin, DiffusionPipeline):
         # 1. Inputs: RGB in [-1, 1] at face_size, and their sizes to restore them to.
         degraded, sizes = self.preprocess(image)
         batch, device = degraded.shape[0], degraded.device
-        if isinstance(generator, list) and len(generator) != batch:
-            raise ValueError(f"got {len(generator)} generators for {batch} images")
+        check_generators(generator, batch)
 
         # 2. The patch grid, and the conditioning patches, which do not change over the steps.
         grid = PatchGrid(config.face_size, config.face_size, config.patch_size, patch_stride, fusion)
@@ -253,7 +253,7 @@ class LPIPDiffPipeline(HubLayoutMixin, DiffusionPipeline):
             raise ValueError(
                 f"num_inference_steps must be a whole number from 1 to {max_steps}, got {num_inference_steps!r}"
             )
-        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 < strength <= 1.0:
+        if isinstance(strength, bool) or not isinstance(strength, numbers.Real) or not 0.0 < strength <= 1.0:
             raise ValueError(f"strength must be a number in (0, 1], got {strength!r}")
         patch_size = self.unet.config.patch_size
         smallest = min_stride(patch_size)
@@ -359,7 +359,7 @@ class LPIPDiffPipeline(HubLayoutMixin, DiffusionPipeline):
         if callback is not None:
             step_tensors = {"sample": sample}
             callback_kwargs = {name: step_tensors[name] for name in callback_tensor_inputs}
-            sample = callback(self, step_index, timestep, callback_kwargs).pop("sample", sample)
+            sample = checked_callback_result(callback(self, step_index, timestep, callback_kwargs), sample)
         return sample
 
     def predict_patches(self, noisy_patches, timestep, condition: dict, batch_size: int) -> torch.Tensor:

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
 
+from .argtypes import device_argument
 from .degradation import PRESETS
 from .patches import FUSION_MODES
 from .pipeline_lpipdiff import DEFAULT_FIDELITY, DEFAULT_FUSION, DEFAULT_STEPS, DEFAULT_STRENGTH
@@ -98,7 +99,8 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fusion", default=DEFAULT_FUSION, choices=FUSION_MODES)
     parser.add_argument("--seed", type=seed_argument, default=0)
     parser.add_argument("--scheduler", default=DEFAULT_SCHEDULER, choices=sorted(SCHEDULERS))
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+    parser.add_argument("--device", type=device_argument, default=None,
+                        help="cpu, cuda, ... (default: cuda when available)")
 
 
 def sampling_kwargs(args: argparse.Namespace) -> dict:
