@@ -24,6 +24,7 @@ import numpy as np
 import PIL.Image
 import torch
 
+from lpipdiff.demo_inputs import guard_number_inputs, public_message, request_numbers
 from lpipdiff.detail import DEFAULT_DETAIL
 from lpipdiff.faces import FaceRestorer, NoFaceError
 from lpipdiff.image_io import MAX_PIXELS, InvalidImageError, array_to_pil, load_image_file, save_image
@@ -36,7 +37,6 @@ from lpipdiff.sampling import (
     DEFAULT_STEPS,
     DEFAULT_STRENGTH,
     SCHEDULERS,
-    check_seed,
 )
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
@@ -180,7 +180,7 @@ def restore_request(
             image = load_image_file(image_path)
         except InvalidImageError as error:  # name the upload, not the server's temporary path
             raise InvalidImageError(str(error).replace(str(image_path), Path(image_path).name)) from None
-        steps, samples, seed, stride = int(steps), int(samples), check_seed(seed), int(stride)
+        steps, samples, seed, stride = request_numbers(steps, samples, seed, stride)
         if not 1 <= steps <= MAX_STEPS or not 1 <= samples <= MAX_SAMPLES:
             raise ValueError(f"steps must be 1..{MAX_STEPS} and samples 1..{MAX_SAMPLES}")
         if scheduler not in SCHEDULERS:
@@ -220,7 +220,7 @@ def restore_request(
             result = pipeline(image, generator=generator, output_type="np", **sampling)
             outputs.append((result.images[0], [image], [result.images[0]], [result.uncertainty[0]]))
     except (InvalidImageError, NoFaceError, ModelLoadError, ValueError, RequestStopped) as error:
-        raise gr.Error(str(error), print_exception=False) from None
+        raise gr.Error(public_message(error, image_path), print_exception=False) from None
 
     restored, faces_before, _, uncertainty = outputs[0]
     gallery = [(array_to_pil(f), f"face {i + 1}: input") for i, f in enumerate(faces_before)]
@@ -297,10 +297,10 @@ class ImageUpload(gr.Image):
         except PIL.Image.DecompressionBombError:
             name = getattr(payload, "orig_name", "the upload")
             message = f"{name}: too large (limit {MAX_PIXELS // 1_000_000} megapixels); downscale it first"
-            raise gr.Error(message, print_exception=False) from None
+            raise gr.Error(public_message(message), print_exception=False) from None
         except (PIL.UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
-            raise gr.Error(f"{getattr(payload, 'orig_name', 'the upload')}: not a readable image ({error})",
-                           print_exception=False) from None
+            raise gr.Error(public_message(f"{getattr(payload, 'orig_name', 'the upload')}: not a readable image "
+                                          f"({error})"), print_exception=False) from None
 
 
 def build_demo() -> gr.Blocks:
@@ -333,6 +333,8 @@ def build_demo() -> gr.Blocks:
                     detail = gr.Slider(0, 1, value=DEFAULT_DETAIL, step=0.25,
                                        label="Input detail kept on faces larger than the model (1: all of it above "
                                              "the model's resolution; 0: none, softer than the input)")
+                guard_number_inputs(fidelity=fidelity, steps=steps, strength=strength, stride=stride, seed=seed,
+                                    samples=samples, detail=detail)
                 button = gr.Button("Restore", variant="primary", elem_id="restore-button")
                 gr.Markdown(LIMITS)
             with gr.Column():

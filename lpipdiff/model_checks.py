@@ -157,7 +157,8 @@ def check_weights(path: Path, config: dict) -> None:
     size = path.stat().st_size
     header = struct.unpack("<Q", head)[0] if len(head) == 8 else None
     if header is None or header > min(MAX_HEADER_BYTES, size - 8):
-        raise _error(f"{path}: not a safetensors file (its header is truncated or claims {header} bytes)")
+        why = f"its header claims {header} bytes" if header is not None else f"{size} bytes, too short"
+        raise _error(f"{path}: not a safetensors file ({why})")
     expected = expected_shapes(config)
     try:
         with safe_open(str(path), "pt") as handle:
