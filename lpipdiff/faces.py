@@ -7,7 +7,6 @@ square mask are facexlib's ``FaceRestoreHelper``; no face-parsing model is used.
 from __future__ import annotations
 
 import os
-import pickle
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -61,8 +60,9 @@ def load_detector(detector: str, device, weights_dir: str | None):
             f"({error}); put facexlib's detection weights in a folder and pass it with --face-weights or "
             f"${WEIGHTS_ENV}"
         ) from error
-    except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, AttributeError, TypeError, ValueError) as error:
-        # torch.load refuses pickles that hold more than tensors (they could run code): say so in one line.
+    except Exception as error:
+        # torch.load refuses pickles that hold more than tensors (they could run code), and garbage fails in
+        # the unpickler in many ways: all are one line about the file, not a traceback.
         where = weights_dir or "facexlib's own weights folder"
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise OSError(
