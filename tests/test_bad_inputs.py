@@ -21,7 +21,7 @@ from skimage import data
 
 from lpipdiff.cli import main
 from lpipdiff.faces import FaceRestorer, NoFaceError
-from lpipdiff.image_io import InvalidImageError, list_images
+from lpipdiff.image_io import InvalidImageError, list_images, load_image_file, to_rgb_array
 from lpipdiff.loading import ModelLoadError, load_pipeline
 
 from conftest import UTKFACE_VAL, tiny_pipeline
@@ -747,3 +747,182 @@ NEW_CASE_TABLES = [NEW_API_CASES, NEW_IMAGE_CASES, NEW_RESTORER_CASES, NEW_DETEC
 
 def test_the_new_table_has_at_least_40_cases():
     assert sum(len(table) for table in NEW_CASE_TABLES) >= 40
+
+
+# ---------------------------------------------------------------- issue 18: nothing lost
+def appears_while_running(monkeypatch, target: Path, content: bytes):
+    """Another program writes ``target`` after the command planned its outputs, before it writes them."""
+    import lpipdiff.image_io as image_io
+
+    real = image_io.load_image_file
+
+    def load_and_race(path):
+        if not os.path.lexists(target):
+            target.write_bytes(content)
+        return real(path)
+
+    monkeypatch.setattr(image_io, "load_image_file", load_and_race)
+
+
+def test_restore_keeps_a_file_that_appears_during_the_batch(tmp_path, saved_pipeline, monkeypatch, capsys):
+    out = tmp_path / "out"
+    target = out / "astronaut_face_moderate_restored.png"
+    appears_while_running(monkeypatch, target, b"written meanwhile")
+    assert main(["restore", str(FACE), "-o", str(out), "--model", str(saved_pipeline), "--steps", "1"]) == 1
+    assert target.read_bytes() == b"written meanwhile"
+    assert f"{target} exists and was kept" in capsys.readouterr().err
+
+
+def test_restore_never_writes_through_a_symlink(tmp_path, saved_pipeline, capsys):
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere.png"
+    out.mkdir()
+    link = out / "astronaut_face_moderate_restored.png"
+    link.symlink_to(elsewhere)  # dangling: Path.exists() says no
+    assert main(["restore", str(FACE), "-o", str(out), "--model", str(saved_pipeline), "--steps", "1"]) == 1
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert not elsewhere.exists() and link.is_symlink()
+    elsewhere.write_bytes(b"theirs")
+    assert main(["restore", str(FACE), "-o", str(out), "--model", str(saved_pipeline), "--steps", "1",
+                 "--overwrite"]) == 0
+    assert elsewhere.read_bytes() == b"theirs"  # the link was replaced by the file, its target left alone
+    assert not link.is_symlink() and PIL.Image.open(link).size == (128, 128)
+
+
+def test_degrade_keeps_a_file_that_appears_during_the_batch(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    target = out / "astronaut_face_moderate_moderate.png"
+    appears_while_running(monkeypatch, target, b"written meanwhile")
+    assert main(["degrade", str(FACE), "-o", str(out)]) == 1
+    assert target.read_bytes() == b"written meanwhile" and "was kept" in capsys.readouterr().err
+
+
+def test_degrade_test_set_keeps_two_inputs_of_one_stem_apart(tmp_path, capsys):
+    source = tmp_path / "faces"
+    source.mkdir()
+    face = PIL.Image.open(FACE)
+    face.save(source / "x.png")
+    face.rotate(90).save(source / "x.jpg")
+    assert main(["degrade", str(source), "-o", str(tmp_path / "set"), "--test-set", "--face-size", "32"]) == 0
+    assert "wrote 2 clean/degraded pairs" in capsys.readouterr().out
+    written = sorted(p.name for p in (tmp_path / "set" / "clean").iterdir())
+    assert written == ["x_jpg.png", "x_png.png"]
+    assert not np.array_equal(*(load_image_file(tmp_path / "set" / "clean" / name) for name in written))
+
+
+def test_export_keeps_files_already_in_the_folder(tmp_path, saved_pipeline, capsys):
+    out = tmp_path / "export"
+    out.mkdir()
+    (out / "README.md").write_text("my notes")
+    (out / "model_index.json").write_text("{}")
+    assert main(["export", "--model", str(saved_pipeline), "--output", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "README.md" in err and "model_index.json" in err and "kept" in err
+    assert (out / "README.md").read_text() == "my notes" and sorted(p.name for p in out.iterdir()) == [
+        "README.md", "model_index.json"]  # nothing half-written beside them
+    assert main(["export", "--model", str(saved_pipeline), "--output", str(out), "--overwrite"]) == 0
+    assert "LPIP-Diff" in (out / "README.md").read_text()
+
+
+def test_export_into_a_new_folder_is_complete(tmp_path, saved_pipeline):
+    assert main(["export", "--model", str(saved_pipeline), "--output", str(tmp_path / "new")]) == 0
+    assert load_pipeline(tmp_path / "new", device="cpu").unet.config.face_size == 32
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # the staging folder is gone
+
+
+def test_space_folder_keeps_files_already_there(tmp_path):
+    from lpipdiff.hub import space_folder
+    from lpipdiff.safe_files import OutputExistsError
+
+    out = tmp_path / "space"
+    out.mkdir()
+    (out / "app.py").write_text("my own demo")
+    with pytest.raises(OutputExistsError, match="app.py exists and was kept"):
+        space_folder(out, model_repo="org/name")
+    assert (out / "app.py").read_text() == "my own demo" and [p.name for p in out.iterdir()] == ["app.py"]
+
+
+def test_evaluate_never_deletes_files_it_did_not_write(tmp_path):
+    from lpipdiff.pairs import ensure_pairs
+    from lpipdiff.safe_files import OutputExistsError
+
+    folder = tmp_path / "pairs" / "moderate"
+    ensure_pairs(UTKFACE_VAL, folder, "moderate", 32, seed=0, limit=2)
+    ours = sorted(p.name for p in (folder / "clean").iterdir())
+    mine = folder / "clean" / "my_photo.png"
+    mine.write_bytes(b"mine")
+    with pytest.raises(OutputExistsError, match="clean/my_photo.png"):
+        ensure_pairs(UTKFACE_VAL, folder, "moderate", 32, seed=0, limit=3)  # other arguments: a rebuild
+    assert mine.read_bytes() == b"mine" and len(list((folder / "degraded").iterdir())) == 2
+    mine.unlink()
+    ensure_pairs(UTKFACE_VAL, folder, "moderate", 32, seed=0, limit=3)  # its own files: replaced
+    assert len(list((folder / "clean").iterdir())) == 3 and set(ours) < {p.name for p in (folder / "clean").iterdir()}
+
+
+def test_evaluate_keeps_earlier_results(tmp_path, capsys):
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / "results.json").write_text("my results")
+    # --model names nothing loadable: the results check must come before the model to be seen at all.
+    code = main(["evaluate", "--data", str(UTKFACE_VAL), "--output", str(out), "--model", str(tmp_path / "none")])
+    assert code == 1 and "results.json exists and was kept" in capsys.readouterr().err
+    assert (out / "results.json").read_text() == "my results"
+
+
+def test_train_keeps_another_runs_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert main(["train", "--data", str(UTKFACE_VAL), "--output", str(out), "--max-steps", "1"]) == 1
+    assert "notes.txt" in capsys.readouterr().err and (out / "notes.txt").read_text() == "mine"
+
+
+def test_a_nan_model_is_refused_before_any_restoration(tmp_path, saved_pipeline, capsys):
+    break_weights(lambda s: s[first_key(s)].fill_(float("nan")))(saved_pipeline)
+    out = tmp_path / "out"
+    assert main(["restore", str(FACE), "-o", str(out), "--model", str(saved_pipeline)]) == 2
+    assert "NaN or infinite" in capsys.readouterr().err and list(out.iterdir()) == []
+
+
+# ---------------------------------------------------------------- issue 18: phone photos, colours
+def test_exif_orientation_on_every_path(odd_files, pipeline, tmp_path, saved_pipeline):
+    sideways = odd_files["sideways"]
+    assert PIL.Image.open(sideways).size == (40, 20)  # stored sideways
+    assert_upright(load_image_file(sideways))  # CLI and demo
+    assert_upright(to_rgb_array(str(sideways)))  # API, FaceRestorer: a path
+    assert_upright(to_rgb_array(PIL.Image.open(sideways)))  # API, FaceRestorer: a PIL image
+    assert pipeline(sideways, num_inference_steps=1, output_type="np").images[0].shape == (40, 20, 3)
+    assert main(["restore", str(sideways), "-o", str(tmp_path), "--model", str(saved_pipeline), "--steps", "1"]) == 0
+    assert PIL.Image.open(tmp_path / "side_restored.png").size == (20, 40)
+
+
+def test_colour_profiles_are_converted_to_srgb(tmp_path):
+    colour = np.full((16, 16, 3), (200, 100, 50), np.uint8)
+    for name, primaries in (("srgb", SRGB_PRIMARIES), ("swapped", SWAPPED_PRIMARIES)):
+        PIL.Image.fromarray(colour).save(tmp_path / f"{name}.png", icc_profile=rgb_profile(*primaries))
+    plain = np.asarray(colour, np.float32) / 255
+    np.testing.assert_allclose(load_image_file(tmp_path / "srgb.png"), plain, atol=6 / 255)
+    # A profile whose red and green primaries are swapped: what is stored as red is shown as green.
+    np.testing.assert_allclose(load_image_file(tmp_path / "swapped.png"), plain[..., [1, 0, 2]], atol=6 / 255)
+    rgba = PIL.Image.fromarray(np.dstack([colour, np.full((16, 16), 255, np.uint8)]))
+    rgba.info["icc_profile"] = rgb_profile(*SWAPPED_PRIMARIES)
+    np.testing.assert_allclose(to_rgb_array(rgba), plain[..., [1, 0, 2]], atol=6 / 255)
+
+
+def test_float32_strength_is_accepted_like_float32_fidelity(pipeline):
+    face = np.full((32, 32, 3), 0.5, np.float32)
+    common = dict(num_inference_steps=2, output_type="np", generator=torch.Generator().manual_seed(0))
+    as_numpy = pipeline(face, fidelity=None, strength=np.float32(0.5), **common).images
+    common["generator"] = torch.Generator().manual_seed(0)
+    np.testing.assert_array_equal(as_numpy, pipeline(face, fidelity=None, strength=0.5, **common).images)
+
+
+# ---------------------------------------------------------------- issue 18: work bounded by pixels
+def test_degrade_a_long_strip_in_well_under_a_second(tmp_path, capsys):
+    import time
+
+    strip = tmp_path / "strip.png"
+    PIL.Image.fromarray(np.random.default_rng(0).integers(0, 255, (8, 60000, 3), dtype=np.uint8)).save(strip)
+    started = time.perf_counter()
+    assert main(["degrade", str(strip), "-o", str(tmp_path / "out"), "--preset", "severe"]) == 0
+    assert time.perf_counter() - started < 1.0
+    assert load_image_file(tmp_path / "out" / "strip_severe.png").shape == (8, 60000, 3)
