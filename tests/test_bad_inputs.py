@@ -313,6 +313,7 @@ class Listening:
 
 DEMO_CASES = {
     "no upload": (dict(image_path=None), "upload an image first"),
+    "an empty upload": (dict(image_path="empty"), r"empty\.jpg: the file is empty"),
     "not an image, without the server's path": (dict(image_path="text"), r"letter\.png: not a readable image"),
     "20000x20000 PNG": (dict(image_path="bomb"), "too large"),
     "51 steps": (dict(steps=51), "steps must be"),
@@ -337,7 +338,7 @@ def test_demo(case, demo_app, files, tmp_path):
                    samples=1, detail=1.0, fidelity=0.3, watchdog=Listening(), progress=lambda *args, **kwargs: None)
     changes, message = DEMO_CASES[case]
     request.update(changes)
-    if request["image_path"] in ("text", "bomb"):
+    if request["image_path"] in ("text", "bomb", "empty"):
         request["image_path"] = str(files[request["image_path"]])
     elif request["image_path"] == "wide":
         request["image_path"] = str(wide)
@@ -519,10 +520,13 @@ NEW_DETECTOR_CASES = {
 }
 
 
+DETECTOR_MESSAGE = "mobilenet face detector's weights in .* cannot be used"
+
+
 @pytest.mark.parametrize("case", NEW_DETECTOR_CASES)
 def test_new_detector_weights(case, pipeline, tmp_path):
     folder = detector_weights(tmp_path / "weights", NEW_DETECTOR_CASES[case])
-    with pytest.raises(OSError, match="mobilenet face detector's weights in .* cannot be used") as raised:
+    with pytest.raises(OSError, match=DETECTOR_MESSAGE) as raised:
         FaceRestorer(pipeline, weights_dir=folder)
     assert "\n" not in str(raised.value)
 
@@ -926,3 +930,25 @@ def test_degrade_a_long_strip_in_well_under_a_second(tmp_path, capsys):
     assert main(["degrade", str(strip), "-o", str(tmp_path / "out"), "--preset", "severe"]) == 0
     assert time.perf_counter() - started < 1.0
     assert load_image_file(tmp_path / "out" / "strip_severe.png").shape == (8, 60000, 3)
+
+
+def test_bad_input_doc_matches_the_tests():
+    """docs/BAD_INPUT.md names a case of these tables (or a test) on every row, and the message it
+    shows matches what that case asserts: the doc cannot drift from the behaviour."""
+    rows = [line for line in (ROOT / "docs" / "BAD_INPUT.md").read_text().splitlines()
+            if line.startswith("| ") and not line.startswith("| Input")]
+    assert len(rows) >= 25
+    tables = {name: value for name, value in globals().items() if name.endswith("_CASES")}
+    for row in rows:
+        cells = [cell.strip() for cell in row.strip("|").split(" | ")]
+        assert len(cells) == 4, row
+        reference = cells[3].strip("`")
+        if ": " not in reference:
+            assert callable(globals().get(reference)), f"{reference}: no such test"
+            continue
+        table, case = reference.split(": ", 1)
+        assert case in tables[table], f"{reference}: no such case"
+        value = tables[table][case]
+        pattern = DETECTOR_MESSAGE if table == "NEW_DETECTOR_CASES" else value[-1]
+        shown = re.findall(r"`([^`]+)`", cells[2])
+        assert any(re.search(pattern, text) for text in shown), f"{reference}: {shown} do not match {pattern!r}"
