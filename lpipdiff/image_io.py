@@ -23,8 +23,6 @@ import PIL.Image
 import PIL.ImageOps
 import torch
 
-from .safe_files import write_bytes
-
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 # Bigger inputs would take minutes and gigabytes before any face is found; refuse them early.
 MAX_PIXELS = 36_000_000
@@ -197,6 +195,11 @@ def array_to_pil(image: np.ndarray) -> PIL.Image.Image:
 def save_image(image: np.ndarray, path: str | Path, overwrite: bool = False) -> Path:
     """Write an image as an sRGB PNG (other suffixes: their format); an existing file at ``path`` is
     kept (:class:`~lpipdiff.safe_files.OutputExistsError`) unless ``overwrite``."""
+    # Imported here: the pipeline's Hub copy imports this module, and diffusers' remote-code loader
+    # brings along only the pipeline file's own relative imports, so safe_files is not there (and
+    # nothing there writes files).
+    from .safe_files import write_bytes
+
     path = Path(path)
     encoded = io.BytesIO()
     array_to_pil(image).save(encoded, format=PIL.Image.registered_extensions().get(path.suffix.lower(), "PNG"))
