@@ -126,7 +126,8 @@ def measure(args) -> tuple[list[dict], list[np.ndarray]]:
             figure_rows.append(np.concatenate([resize_array(crop(image), FIGURE_SIDE) for image in images], axis=1))
             if args.output:
                 stem = f"{len(rows):02d}_{name.replace(' ', '_').replace('.png', '')}_u{upscale}"
-                save_image(np.concatenate([crop(image) for image in images], axis=1), Path(args.output) / f"{stem}.png", overwrite=True)
+                save_image(np.concatenate([crop(image) for image in images], axis=1), Path(args.output) / f"{stem}.png",
+                           overwrite=True)
     return rows, figure_rows
 
 
