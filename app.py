@@ -24,6 +24,7 @@ from lpipdiff.defaults import (
     DEFAULT_STRENGTH,
     SCHEDULER_NAMES,
 )
+from lpipdiff.demo_inputs import guard_number_inputs, public_message
 from lpipdiff.image_io import MAX_PIXELS, array_to_pil
 from lpipdiff.serving import MODES, USER_ERRORS, RestorationService
 from lpipdiff.settings import ServingSettings
@@ -70,7 +71,7 @@ def restore_function(service: RestorationService, outputs: int):
                 yield tuple(gr.skip() for _ in range(outputs))
             result = job.result()
         except USER_ERRORS as error:
-            raise gr.Error(str(error), print_exception=False) from None
+            raise gr.Error(public_message(error, image_path), print_exception=False) from None
         gallery = [(array_to_pil(face), caption) for face, caption in result.gallery]
         yield (array_to_pil(result.before), array_to_pil(result.restored)), gallery, result.uncertainty, \
             result.download, result.status
@@ -109,6 +110,10 @@ def build_demo(service: RestorationService) -> gr.Blocks:
                     detail = gr.Slider(0, 1, value=DEFAULT_DETAIL, step=0.25,
                                        label="Input detail kept on faces larger than the model (1: all of it above "
                                              "the model's resolution; 0: none, softer than the input)")
+                guard_number_inputs(fidelity=fidelity, steps=steps, strength=strength, stride=stride, seed=seed,
+                                    samples=samples, detail=detail)
+                guard_number_inputs(fidelity=fidelity, steps=steps, strength=strength, stride=stride, seed=seed,
+                                    samples=samples, detail=detail)
                 button = gr.Button("Restore", variant="primary", elem_id="restore-button")
                 gr.Markdown(service.limits_text())
             with gr.Column():

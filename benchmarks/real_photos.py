@@ -125,7 +125,8 @@ def measure(args) -> tuple[list[dict], list[np.ndarray]]:
             figure_rows.append(np.concatenate([resize_array(crop(image), FIGURE_SIDE) for image in images], axis=1))
             if args.output:
                 stem = f"{len(rows):02d}_{name.replace(' ', '_').replace('.png', '')}_u{upscale}"
-                save_image(np.concatenate([crop(image) for image in images], axis=1), Path(args.output) / f"{stem}.png")
+                save_image(np.concatenate([crop(image) for image in images], axis=1), Path(args.output) / f"{stem}.png",
+                           overwrite=True)
     return rows, figure_rows
 
 
@@ -162,7 +163,7 @@ def main() -> None:
                 print(f"detail {detail:g}: lowest {label} ratio of a face larger than the model "
                       f"{worst[(kind, detail)]:.3f} ({worst['photo']}, upscale {worst['upscale']})")
     if args.figure:
-        save_image(np.concatenate(figure_rows, axis=0), Path(args.figure))
+        save_image(np.concatenate(figure_rows, axis=0), Path(args.figure), overwrite=True)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ def main() -> None:
                 for fidelity in args.fidelity]
     rows = [np.concatenate([degraded[i], *(r[i] for r in restored), clean[i]], axis=1) for i in range(len(files))]
     grid = np.concatenate([np.concatenate(rows[:4], axis=0), np.concatenate(rows[4:], axis=0)], axis=1)
-    save_image(grid, Path(args.output))
+    save_image(grid, Path(args.output), overwrite=True)
 
 
 if __name__ == "__main__":

@@ -23,9 +23,9 @@ def main() -> None:
     for preset, seed in (("moderate", 1), ("severe", 2)):
         # Presets are defined relative to the face: hers spans about 160 of the 512 pixels.
         degraded = Degradation(preset, face_size=160, color=False)(photo, np.random.default_rng(seed))
-        save_image(degraded, HERE / f"astronaut_photo_{preset}.png")
+        save_image(degraded, HERE / f"astronaut_photo_{preset}.png", overwrite=True)
         degraded = Degradation(preset, face_size=128, color=False)(face, np.random.default_rng(seed))
-        save_image(degraded, HERE / f"astronaut_face_{preset}.png")
+        save_image(degraded, HERE / f"astronaut_face_{preset}.png", overwrite=True)
 
 
 if __name__ == "__main__":

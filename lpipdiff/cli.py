@@ -12,6 +12,14 @@ import os
 import sys
 from pathlib import Path
 
+from .argtypes import (
+    float_range,
+    int_range,
+    non_negative_int,
+    output_folder,
+    positive_int,
+    report_errors,
+)
 from .cli_options import (
     HelpFormatter,
     add_face_weights_argument,
@@ -78,7 +86,7 @@ def plan_outputs(files: list[Path], output_dir: Path, suffix: str, overwrite: bo
     plan, problems = {}, []
     for source in files:
         target = output_path(source, output_dir, taken, suffix)
-        if target.exists() and not overwrite:
+        if os.path.lexists(target) and not overwrite:  # a dangling symlink is taken too
             problems.append(f"{source}: {target} exists; pass --overwrite to replace it")
         else:
             plan[source] = target
@@ -148,7 +156,7 @@ def cmd_restore(args) -> int:
             else:
                 restored = aligned(image, generator=sampling.generators(1), output_type="np",
                                    callback_on_step_end=show_step, **sampling.pipeline_kwargs()).images[0]
-            save_image(restored, target)
+            save_image(restored, target, overwrite=args.overwrite)
         except FILE_ERRORS as error:
             failed += 1
             tqdm.write(f"error: {path}: {error}", file=sys.stderr)
@@ -157,7 +165,7 @@ def cmd_restore(args) -> int:
 
 
 def cmd_degrade(args) -> int:
-    from .degradation import Degradation, image_seed
+    from .degradation import Degradation, image_scale_side, image_seed
     from .image_io import load_image_file, save_image
     from .pairs import make_test_set
 
@@ -175,7 +183,8 @@ def cmd_degrade(args) -> int:
             report([f"{folder}: holds a test set already; pass --overwrite to replace it" for folder in existing])
             return 1
         names = make_test_set(
-            args.inputs[0], args.output, args.preset, args.face_size, args.seed, args.limit, args.offset
+            args.inputs[0], args.output, args.preset, args.face_size, args.seed, args.limit, args.offset,
+            overwrite=args.overwrite,
         )
         print(f"wrote {len(names)} clean/degraded pairs into {args.output}")
         return 0
@@ -187,8 +196,8 @@ def cmd_degrade(args) -> int:
     for path, target in plan.items():
         try:
             image = load_image_file(path)
-            degradation = Degradation(args.preset, face_size=max(image.shape[:2]))
-            save_image(degradation(image, image_seed(args.seed, path.name)), target)
+            degradation = Degradation(args.preset, face_size=image_scale_side(*image.shape[:2]))
+            save_image(degradation(image, image_seed(args.seed, path.name)), target, overwrite=args.overwrite)
         except FILE_ERRORS as error:
             failed += 1
             print(f"error: {path}: {error}", file=sys.stderr)
@@ -199,7 +208,13 @@ def cmd_degrade(args) -> int:
 def cmd_export(args) -> int:
     from .hub import export
 
-    folder = export(args.model, args.output, repo_id=args.repo_id)
+    try:
+        folder = export(args.model, args.output, repo_id=args.repo_id, overwrite=args.overwrite)
+    except (ValueError, OSError) as error:  # OutputExistsError (an OSError) is reported by main
+        if isinstance(error, FileExistsError):
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(f"wrote a self-contained pipeline folder to {folder}")
     return 0
 
@@ -232,10 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--overwrite", action="store_true", help="replace output files that exist already")
     add_sampling_arguments(restore)
     restore.add_argument("--whole-photo", action="store_true", help="detect, align and paste back every face")
-    restore.add_argument("--upscale", type=float, default=1.0, help="whole-photo: upscale factor of the photo (1-8)")
+    restore.add_argument("--upscale", type=float_range(1, 8), default=1.0,
+                         help="whole-photo: upscale factor of the photo (1-8)")
     restore.add_argument("--only-largest", action="store_true", help="whole-photo: restore only the largest face")
-    restore.add_argument("--min-face-size", type=int, default=0, help="whole-photo: ignore smaller faces (pixels)")
-    restore.add_argument("--detail", type=float, default=DEFAULT_DETAIL,
+    restore.add_argument("--min-face-size", type=non_negative_int, default=0,
+                         help="whole-photo: ignore smaller faces (pixels)")
+    restore.add_argument("--detail", type=float_range(0, 1), default=DEFAULT_DETAIL,
                          help="whole-photo, faces larger than the model: keep the input's detail finer than "
                               "face_size/DETAIL px across the face (1: all of it above the model's resolution; "
                               "0: none, the restoration scaled up, softer than the input)")
@@ -251,14 +268,18 @@ def build_parser() -> argparse.ArgumentParser:
     degrade.add_argument("--preset", default=PRESET_NAMES[0], choices=PRESET_NAMES, help="how strong the damage is")
     degrade.add_argument("--seed", type=seed_argument, default=0, help="random seed (each file: SEED and its name)")
     degrade.add_argument("--test-set", action="store_true", help="write OUTPUT/clean and OUTPUT/degraded pairs")
-    degrade.add_argument("--face-size", type=int, default=128, help="test sets: side of the written faces")
-    degrade.add_argument("--limit", type=int, default=None, help="test sets: at most this many faces (default: all)")
-    degrade.add_argument("--offset", type=int, default=0, help="test sets: skip the first N faces (sorted)")
+    degrade.add_argument("--face-size", type=int_range(8, 4096), default=128,
+                         help="test sets: side of the written faces")
+    degrade.add_argument("--limit", type=positive_int, default=None,
+                         help="test sets: at most this many faces (default: all)")
+    degrade.add_argument("--offset", type=non_negative_int, default=0,
+                         help="test sets: skip the first N faces (sorted)")
     degrade.set_defaults(handler=cmd_degrade)
 
     export = command("export", "write a self-contained Hub folder (weights, code, model card)")
     export.add_argument("--model", default=None, help="pipeline folder (default: the bundled model)")
-    export.add_argument("--output", required=True, help="the folder to write")
+    export.add_argument("--output", required=True, type=output_folder, help="the folder to write")
+    export.add_argument("--overwrite", action="store_true", help="replace files of an earlier export in OUTPUT")
     export.add_argument("--repo-id", default="ORG/lpipdiff", help="the repo id the model card's examples use")
     export.set_defaults(handler=cmd_export)
 
@@ -287,7 +308,7 @@ def main(argv=None) -> int:
         module = importlib.import_module(DELEGATED[argv[0]][0])
         return module.main(argv[1:], prog=f"lpipdiff {argv[0]}") or 0
     args = build_parser().parse_args(argv)
-    return args.handler(args)
+    return report_errors(args.handler, args)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from .argtypes import device_argument
 from .defaults import (
     DEFAULT_FIDELITY,
     DEFAULT_FUSION,
@@ -53,7 +54,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Which model, on which device (defaults from the environment, read here at the edge)."""
     parser.add_argument("--model", default=from_environment(MODEL_ENV),
                         help=f"pipeline folder or Hub repo id (default: ${MODEL_ENV}, else the bundled model)")
-    parser.add_argument("--device", default=from_environment(DEVICE_ENV),
+    parser.add_argument("--device", type=device_argument, default=from_environment(DEVICE_ENV),
                         help=f"cpu, cuda, cuda:1, ... (default: ${DEVICE_ENV}, else cuda when available)")
 
 

@@ -69,6 +69,24 @@ def blur_kernel_size(preset: DegradationPreset, face_size: int) -> int:
     return max(3, int(round(preset.kernel_size * face_size / REFERENCE_SIZE)) | 1)
 
 
+def image_scale_side(height: int, width: int) -> int:
+    """The face size to degrade a whole ``height`` x ``width`` image at: the side of the square with
+    its pixel count. The longest side would grow the blur kernel (and the time, with its square)
+    with the image's length alone: a 60000x8 strip took 91 s."""
+    return max(1, round(math.sqrt(height * width)))
+
+
+def trim_kernel(kernel: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The centre of ``kernel``, at most ``2 * side - 1`` along each side of the image: beyond that
+    every output pixel already sees the whole (reflected) image along that axis."""
+    rows, cols = min(kernel.shape[0], 2 * height - 1), min(kernel.shape[1], 2 * width - 1)
+    if (rows, cols) == kernel.shape:
+        return kernel
+    top, left = (kernel.shape[0] - rows) // 2, (kernel.shape[1] - cols) // 2
+    trimmed = kernel[top : top + rows, left : left + cols]
+    return trimmed / trimmed.sum()
+
+
 def gaussian_kernel(size: int, sigma_x: float, sigma_y: float, angle: float) -> np.ndarray:
     """A normalised (an)isotropic Gaussian kernel of odd ``size`` rotated by ``angle`` radians."""
     half = size // 2
@@ -94,6 +112,8 @@ class Degradation:
     """
 
     def __init__(self, preset: str | DegradationPreset = "moderate", face_size: int = 512, color: bool = True):
+        if isinstance(face_size, bool) or not isinstance(face_size, (int, np.integer)) or not 1 <= face_size <= 2**16:
+            raise ValueError(f"face_size must be a whole number from 1 to 65536, got {face_size!r}")
         if isinstance(preset, str):
             if preset not in PRESETS:
                 raise ValueError(f"Unknown degradation preset {preset!r}; choose one of {sorted(PRESETS)}.")
@@ -116,6 +136,7 @@ class Degradation:
         else:
             sigma_y, angle = sigma, 0.0
         kernel = gaussian_kernel(self.kernel_size, max(sigma, 1e-3), max(sigma_y, 1e-3), angle)
+        kernel = trim_kernel(kernel, height, width)
         out = cv2.filter2D(out, -1, kernel, borderType=cv2.BORDER_REFLECT101)
 
         factor = rng.uniform(*p.downscale) * self.scale

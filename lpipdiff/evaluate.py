@@ -17,29 +17,32 @@ import json
 import time
 from pathlib import Path
 
+from .argtypes import image_folder, non_negative_int, output_folder, positive_int
 from .cli_options import HelpFormatter, add_sampling_arguments, sampling_options
 from .defaults import PRESET_NAMES
 from .image_io import save_image
 from .metrics import Metrics
 from .pairs import ensure_pairs, load_pairs
 from .reports import results_table
+from .safe_files import refuse_existing, write_text
 from .sampling import SamplingOptions, restore_all
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
     add = parser.add_argument
-    add("--data", required=True, help="folder of clean aligned faces")
-    add("--output", required=True, help="results folder")
+    add("--data", required=True, type=image_folder, help="folder of clean aligned faces")
+    add("--output", required=True, type=output_folder, help="results folder")
     add("--presets", nargs="+", default=list(PRESET_NAMES), choices=PRESET_NAMES, help="degradations to measure")
-    add("--limit", type=int, default=None, help="use only the first N faces")
-    add("--offset", type=int, default=0, help="skip the first N faces (in sorted order)")
-    add("--pairs-dir", default=None, help="where the test pairs live (default: OUTPUT/pairs)")
+    add("--limit", type=positive_int, default=None, help="use only the first N faces")
+    add("--offset", type=non_negative_int, default=0, help="skip the first N faces (in sorted order)")
+    add("--pairs-dir", type=output_folder, default=None, help="where the test pairs live (default: OUTPUT/pairs)")
     add_sampling_arguments(parser)
-    add("--batch-size", type=int, default=8, help="faces restored together")
+    add("--batch-size", type=positive_int, default=8, help="faces restored together")
     add("--no-fid", action="store_true", help="skip FID (slow, and biased on small sets)")
     add("--save-images", action="store_true", help="also write the restored faces")
     add("--label", default="LPIP-Diff", help="name of the model's rows in the table")
+    add("--overwrite", action="store_true", help="replace results (and restored faces) of an earlier run in OUTPUT")
     return parser
 
 
@@ -57,10 +60,13 @@ def evaluate(
     save_images: bool = False,
     label: str = "LPIP-Diff",
     model_name: str | None = None,
+    overwrite: bool = False,
 ) -> dict:
     """Measure ``pipeline``'s restorations and the degraded inputs against the clean faces of ``data``,
-    for each preset; writes ``output/results.json`` and ``output/results.md`` and returns the results."""
+    for each preset; writes ``output/results.json`` and ``output/results.md`` (an earlier run's are kept
+    unless ``overwrite``) and returns the results."""
     output.mkdir(parents=True, exist_ok=True)
+    refuse_existing([output / "results.json", output / "results.md"], overwrite)  # before hours of work
     face_size = pipeline.unet.config.face_size
     pairs_root = pairs_dir or output / "pairs"
     metrics = Metrics(fid=fid)
@@ -74,18 +80,23 @@ def evaluate(
         seconds = (time.perf_counter() - start) / len(degraded)
         if save_images:
             for name, image in zip(names, restored):
-                save_image(image, output / "restored" / preset / name)
+                save_image(image, output / "restored" / preset / name, overwrite=overwrite)
         baseline = {"n": len(names), **metrics(degraded, clean)}
         model = {"n": len(names), **metrics(restored, clean), "seconds_per_face": seconds}
         results["presets"][preset] = {"degraded input": baseline, label: model}
         print(f"{preset}: input {json.dumps(baseline)}\n{preset}: {label} {json.dumps(model)}")
-    (output / "results.json").write_text(json.dumps(results, indent=2))
-    (output / "results.md").write_text(results_table(results))
+    write_text(output / "results.json", json.dumps(results, indent=2), overwrite)
+    write_text(output / "results.md", results_table(results), overwrite)
     return results
 
 
 def main(argv=None, prog: str | None = None) -> int:
-    args = build_parser(prog).parse_args(argv)
+    from .argtypes import report_errors
+
+    return report_errors(run, build_parser(prog).parse_args(argv))
+
+
+def run(args) -> int:
     from .loading import load_pipeline
 
     sampling = sampling_options(args)
@@ -94,6 +105,7 @@ def main(argv=None, prog: str | None = None) -> int:
         pipeline, Path(args.data), Path(args.output), sampling, presets=args.presets, limit=args.limit,
         offset=args.offset, pairs_dir=Path(args.pairs_dir) if args.pairs_dir else None, batch_size=args.batch_size,
         fid=not args.no_fid, save_images=args.save_images, label=args.label, model_name=args.model,
+        overwrite=args.overwrite,
     )
     print(results_table(results))
     return 0

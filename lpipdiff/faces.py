@@ -18,6 +18,7 @@ from .face_helper import FaceHelper
 from .image_io import InvalidImageError, to_rgb_array, to_uint8
 from .sampling import SamplingOptions, sampling_pipeline
 from .settings import FACE_WEIGHTS_ENV
+from .value_checks import check_number, check_restorer_settings, checked_template
 
 DETECTOR_MODELS = dict(zip(DETECTOR_NAMES, ("retinaface_mobile0.25", "retinaface_resnet50")))
 # The upscaled output photo is held several times as float32 RGB (12 bytes a pixel a copy).
@@ -53,6 +54,15 @@ def load_detector(detector: str, device, weights_dir: str | os.PathLike | None):
             f"it ({error}); put facexlib's detection weights in a folder and pass it with --face-weights or "
             f"${FACE_WEIGHTS_ENV}"
         ) from error
+    except Exception as error:
+        # torch.load refuses pickles that hold more than tensors (they could run code), and garbage fails in
+        # the unpickler in many ways: all are one line about the file, not a traceback.
+        where = weights_dir or "facexlib's own weights folder"
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise OSError(
+            f"the {detector} face detector's weights in {where} cannot be used ({type(error).__name__}: {reason}); "
+            "replace them with facexlib's own release file"
+        ) from None
 
 
 @dataclass
@@ -107,14 +117,11 @@ class FaceRestorer:
         template: str | np.ndarray = "utkface",
         detail: float = DEFAULT_DETAIL,
     ):
-        if detector not in DETECTOR_MODELS:
-            raise ValueError(f"detector must be one of {DETECTOR_NAMES}, got {detector!r}")
-        if not 1 <= upscale <= 8:
-            raise ValueError(f"upscale must be between 1 and 8, got {upscale}")
-        self.pipeline, self.upscale = pipeline, upscale
-        self.detail = check_detail(detail)
+        check_restorer_settings(detector, DETECTOR_MODELS, upscale, only_largest, min_face_size, detail, MAX_DETAIL)
+        self.pipeline, self.upscale = pipeline, float(upscale)
+        self.detail = float(detail)
         self.only_largest, self.min_face_size = only_largest, min_face_size
-        self.template = TEMPLATES[template] if isinstance(template, str) else np.asarray(template, dtype=np.float64)
+        self.template = checked_template(template, TEMPLATES)
         self.detector = load_detector(detector, pipeline.device, weights_dir)
 
     def restore(
@@ -139,7 +146,7 @@ class FaceRestorer:
             callback_on_step_end: the pipeline's step callback (for progress, or to interrupt).
         """
         sampling = sampling or SamplingOptions()
-        detail = self.detail if detail is None else check_detail(detail)
+        detail = self.detail if detail is None else check_number("detail", detail, 0, MAX_DETAIL)
         if isinstance(image, (list, tuple)):
             raise InvalidImageError("FaceRestorer.restore takes one photo at a time")
         image = to_rgb_array(image)

@@ -17,6 +17,7 @@ from pathlib import Path
 from . import pipeline_lpipdiff, unet
 from .hub_layout import make_self_contained, remote_code_files
 from .reports import results_table
+from .safe_files import install_tree
 from .settings import MODEL_ENV
 
 PACKAGE = Path(__file__).resolve().parent
@@ -37,24 +38,42 @@ class HubError(RuntimeError):
     """Publishing failed for a reason a person can fix (token, network, repo id)."""
 
 
-def export(model: str | os.PathLike | None, output: str | os.PathLike, repo_id: str = "ORG/lpipdiff") -> Path:
-    """Write the self-contained Hub folder of ``model`` (a pipeline folder) into ``output``."""
+def export(
+    model: str | os.PathLike | None, output: str | os.PathLike, repo_id: str = "ORG/lpipdiff", overwrite: bool = False
+) -> Path:
+    """Write the self-contained Hub folder of ``model`` (a pipeline folder) into ``output``.
+
+    The folder is written beside ``output`` first and its files then placed into ``output``
+    exclusively: a file already there (a README, another model's weights) is kept and named
+    (:class:`~lpipdiff.safe_files.OutputExistsError`) unless ``overwrite``.
+    """
+    import tempfile
+
     from .loading import load_pipeline, resolve_model
 
     source = Path(resolve_model(model))
     output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"{output} exists and is not a folder")
     if output.resolve() == source.resolve():
         raise ValueError("export into a new folder, not over the model itself")
     pipeline = load_pipeline(source, device="cpu")
     dtype = _saved_dtype(source)
     pipeline.to(dtype=dtype)
-    pipeline.save_pretrained(output)
-    make_self_contained(output, pipeline_lpipdiff.__file__, unet.__file__)
-    for extra in ("training_config.json", "evaluation.json"):
-        if (source / extra).is_file():
-            shutil.copy(source / extra, output / extra)
-    model_card(output, repo_id).save(output / "README.md")
-    _modes_as_umask(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    # Staged on the same file system as the output, so that placing a file is a link, not a copy.
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
+    try:
+        pipeline.save_pretrained(staging)
+        make_self_contained(staging, pipeline_lpipdiff.__file__, unet.__file__)
+        for extra in ("training_config.json", "evaluation.json"):
+            if (source / extra).is_file():
+                shutil.copy(source / extra, staging / extra)
+        model_card(staging, repo_id).save(staging / "README.md")
+        _modes_as_umask(staging)
+        install_tree(staging, output, overwrite)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return output
 
 
@@ -249,9 +268,26 @@ def space_front_matter(model_repo: str | None = None) -> str:
     return front + "---\n"
 
 
-def space_folder(output: Path, model_repo: str | None = None, bundle_model=None) -> Path:
+def space_folder(output: Path, model_repo: str | None = None, bundle_model=None, overwrite: bool = False) -> Path:
     """The Space's files: the demo, the package, requirements, README front matter and the model
-    (bundled, or named by $LPIPDIFF_MODEL so the Space loads it from the model repo)."""
+    (bundled, or named by $LPIPDIFF_MODEL so the Space loads it from the model repo). Files already
+    in ``output`` are kept and named unless ``overwrite`` (see :func:`export`)."""
+    import tempfile
+
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise HubError(f"{output} exists and is not a folder")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
+    try:
+        _write_space(staging, model_repo, bundle_model)
+        install_tree(staging, output, overwrite)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return output
+
+
+def _write_space(output: Path, model_repo: str | None, bundle_model) -> None:
     from .loading import DEFAULT_MODEL, resolve_model
 
     missing = [name for name in SPACE_FILES if not (ROOT / name).exists()]
@@ -277,7 +313,6 @@ def space_folder(output: Path, model_repo: str | None = None, bundle_model=None)
     )
     if model_repo:
         (output / ".env.example").write_text(f"{MODEL_ENV}={model_repo}\n")
-    return output
 
 
 def push_space(space_id: str, model_repo: str | None = None, private: bool = False, token: str | None = None) -> str:

@@ -14,7 +14,7 @@ import json
 import shutil
 from pathlib import Path
 
-from diffusers.utils.dynamic_modules_utils import get_relative_import_files
+from diffusers.utils.dynamic_modules_utils import get_relative_imports
 
 REMOTE_UNET_MODULE = "lpipdiff_unet"
 # Keywords that say where to download from; once the folder is local they have done their job.
@@ -24,8 +24,17 @@ HUB_FILES = ["*.json", "*.py", "unet/*.safetensors", "unet/*.json", "unet/*.py",
 
 def remote_code_files(pipeline_file: str | Path) -> list[Path]:
     """The modules a pipeline file needs beside it: its relative imports, transitively, found the
-    way diffusers' remote-code loader finds them."""
-    return sorted(Path(name) for name in get_relative_import_files(str(pipeline_file)))
+    way diffusers' remote-code loader finds them. A module missing beside a pipeline loaded as
+    remote code is skipped: the loader copied only the pipeline file's own imports, so the missing
+    one is imported inside a function the Hub copy never calls (image_io's safe_files)."""
+    folder, found, todo = Path(pipeline_file).parent, set(), [Path(pipeline_file)]
+    while todo:
+        for name in get_relative_imports(str(todo.pop())):
+            path = folder / f"{name}.py"
+            if path not in found and path.is_file():
+                found.add(path)
+                todo.append(path)
+    return sorted(found)
 
 
 def make_self_contained(folder, pipeline_file, unet_file) -> None:

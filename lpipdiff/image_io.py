@@ -2,15 +2,25 @@
 
 Everything returns float32 RGB in ``[0, 1]`` (``HxWx3`` arrays) or raises
 :class:`InvalidImageError` with a message a person can act on.
+
+Files and PIL images are taken as a viewer shows them: an EXIF Orientation tag (phones and
+scanners store photos sideways with one) is applied, and an embedded ICC colour profile is
+converted to sRGB, the space the model was trained in. Results are written as PNG in sRGB
+without a profile (PNG's default space, which every viewer assumes). Animated GIF/WebP/PNG
+and multi-page TIFF are refused: restoring frame by frame would sample every frame
+independently (the faces would flicker) and multiply the work of one request by the frame
+count, so the user is asked to export the frame they want.
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import cv2
 import numpy as np
 import PIL.Image
+import PIL.ImageOps
 import torch
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
@@ -40,8 +50,9 @@ def load_image_file(path: str | Path) -> np.ndarray:
     try:
         with PIL.Image.open(path) as image:
             check_size(*image.size, what=str(path))
+            check_still(image, what=str(path))
             image.load()
-            return pil_to_array(image)
+            return pil_to_array(image, what=str(path))
     except PIL.Image.DecompressionBombError:
         # PIL refuses to even open images far beyond its own pixel limit, before our size check.
         raise InvalidImageError(
@@ -60,8 +71,45 @@ def check_size(width: int, height: int, what: str = "image") -> None:
         raise InvalidImageError(f"{what}: {width}x{height} is too small (at least {MIN_SIDE} pixels a side)")
 
 
-def pil_to_array(image: PIL.Image.Image) -> np.ndarray:
-    """Any PIL mode (8/16-bit, float, grayscale, palette, RGBA, CMYK) to float RGB in [0, 1]."""
+def check_still(image: PIL.Image.Image, what: str = "image") -> None:
+    frames = getattr(image, "n_frames", 1)
+    if frames > 1:
+        raise InvalidImageError(
+            f"{what}: an animated or multi-page image ({frames} frames); only still images are restored: "
+            "save the frame you want as a PNG or JPEG"
+        )
+
+
+def upright(image: PIL.Image.Image, what: str = "image") -> PIL.Image.Image:
+    """The image as a viewer shows it: its EXIF orientation applied and its colours in sRGB."""
+    try:
+        image = PIL.ImageOps.exif_transpose(image)
+    except (OSError, ValueError, SyntaxError, KeyError, TypeError) as error:
+        raise InvalidImageError(f"{what}: its EXIF orientation cannot be read ({error})") from None
+    profile = image.info.get("icc_profile")
+    if not profile or image.mode not in ("RGB", "RGBA", "CMYK"):
+        # Gray, palette, 16-bit and float images are taken as sRGB: PIL's littleCMS binding converts
+        # only 8-bit colour modes, and phone, camera and print files are those.
+        return image
+    from PIL import ImageCms
+
+    alpha = image.getchannel("A") if image.mode == "RGBA" else None
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+        base = image.convert("RGB") if image.mode == "RGBA" else image
+        converted = ImageCms.profileToProfile(base, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError) as error:
+        raise InvalidImageError(f"{what}: its embedded colour profile cannot be used ({error})") from None
+    if alpha is not None:
+        converted.putalpha(alpha)
+    return converted
+
+
+def pil_to_array(image: PIL.Image.Image, what: str = "image") -> np.ndarray:
+    """Any PIL mode (8/16-bit, float, grayscale, palette, RGBA, CMYK) to float RGB in [0, 1], upright
+    and in sRGB (see the module docstring)."""
+    check_still(image, what)
+    image = upright(image, what)
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         values = np.asarray(image, dtype=np.float32)
         peak = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
@@ -109,7 +157,12 @@ def to_rgb_array(image) -> np.ndarray:
         return load_image_file(image)
     if isinstance(image, PIL.Image.Image):
         check_size(*image.size)
-        return pil_to_array(image)
+        try:
+            return pil_to_array(image)
+        except (OSError, SyntaxError, ValueError) as error:  # a lazily opened file only decodes here
+            if isinstance(error, InvalidImageError):
+                raise
+            raise InvalidImageError(f"the PIL image cannot be decoded ({error})") from None
     if isinstance(image, torch.Tensor):
         tensor = image.detach().float().cpu()
         if tensor.ndim == 4 and tensor.shape[0] == 1:
@@ -144,7 +197,15 @@ def array_to_pil(image: np.ndarray) -> PIL.Image.Image:
     return PIL.Image.fromarray(to_uint8(image))
 
 
-def save_image(image: np.ndarray, path: str | Path) -> None:
+def save_image(image: np.ndarray, path: str | Path, overwrite: bool = False) -> Path:
+    """Write an image as an sRGB PNG (other suffixes: their format); an existing file at ``path`` is
+    kept (:class:`~lpipdiff.safe_files.OutputExistsError`) unless ``overwrite``."""
+    # Imported here: the pipeline's Hub copy imports this module, and diffusers' remote-code loader
+    # brings along only the pipeline file's own relative imports, so safe_files is not there (and
+    # nothing there writes files).
+    from .safe_files import write_bytes
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    array_to_pil(image).save(path)
+    encoded = io.BytesIO()
+    array_to_pil(image).save(encoded, format=PIL.Image.registered_extensions().get(path.suffix.lower(), "PNG"))
+    return write_bytes(path, encoded.getvalue(), overwrite)

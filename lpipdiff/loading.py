@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import torch
 
 from .defaults import DEFAULT_SCHEDULER
+from .model_checks import check_model_folder, read_json
 from .pipeline_lpipdiff import LPIPDiffPipeline
 from .sampling import sampling_pipeline
 
@@ -31,10 +31,7 @@ def resolve_model(model: str | os.PathLike | None = None) -> str:
         index = path / "model_index.json"
         if not index.is_file():
             raise ModelLoadError(f"{path} is not a pipeline folder: it has no model_index.json")
-        try:
-            components = json.loads(index.read_text())
-        except json.JSONDecodeError as error:
-            raise ModelLoadError(f"{index} is not valid JSON ({error})") from None
+        components = read_json(index)  # malformed, huge or deeply nested JSON: one ModelLoadError
         if "unet" not in components or "scheduler" not in components:
             raise ModelLoadError(f"{path} is not an LPIP-Diff pipeline (model_index.json lacks unet/scheduler)")
         refuse_pickled_weights(path / "unet")
@@ -78,6 +75,7 @@ def load_pipeline(
     ``dtype`` (float32 by default, which CPUs need for speed and accuracy).
     """
     source = resolve_model(model)
+    check_model_folder(source)
     try:
         pipeline = LPIPDiffPipeline.from_pretrained(source, dtype=dtype, use_safetensors=True)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:

@@ -21,6 +21,7 @@ from .hub_layout import HubLayoutMixin
 from .image_io import InvalidImageError, array_to_pil, resize_array, to_rgb_array
 from .patches import PatchGrid
 from .unet import coordinate_channels
+from .value_checks import check_generators, checked_callback_result
 
 
 @dataclass
@@ -192,14 +193,13 @@ class LPIPDiffPipeline(HubLayoutMixin, DiffusionPipeline):
         patch_stride = max(1, config.patch_size // 2) if patch_stride is None else patch_stride
         # 0. Check inputs. Raise an error if not correct.
         self.check_inputs(num_inference_steps, strength, patch_stride, fusion, output_type, unet_batch_size,
-                          callback_on_step_end_tensor_inputs, fidelity, generator)
+                          callback_on_step_end_tensor_inputs, fidelity)
         self._interrupt = False
 
         # 1. Encode the inputs: RGB in [-1, 1] at face_size, and the sizes to restore them to.
         degraded, sizes = self.preprocess(image)
         batch, device = degraded.shape[0], degraded.device
-        if isinstance(generator, list) and len(generator) != batch:
-            raise ValueError(f"got {len(generator)} generators for {batch} images")
+        check_generators(generator, batch)
 
         # 2. The patch grid, and the conditioning patches, which do not change over the steps.
         grid = PatchGrid(config.face_size, config.face_size, config.patch_size, patch_stride, fusion)
@@ -235,7 +235,7 @@ class LPIPDiffPipeline(HubLayoutMixin, DiffusionPipeline):
                         # check_inputs allows only "sample" among the tensor inputs.
                         callback_kwargs = {name: sample for name in callback_on_step_end_tensor_inputs}
                         callback_outputs = callback_on_step_end(self, step_index, t, callback_kwargs)
-                        sample = self.checked_sample(callback_outputs, sample)
+                        sample = checked_callback_result(callback_outputs, sample)
                     step_index += 1
                     progress_bar.update()
                 start = sample
@@ -253,7 +253,7 @@ class LPIPDiffPipeline(HubLayoutMixin, DiffusionPipeline):
 
     def check_inputs(
         self, num_inference_steps, strength, patch_stride, fusion, output_type, unet_batch_size, tensor_inputs,
-        fidelity=None, generator=None,
+        fidelity=None,
     ):
         max_steps = self.scheduler.config.num_train_timesteps
         if not is_whole_number(num_inference_steps) or not 1 <= num_inference_steps <= max_steps:
@@ -285,12 +285,6 @@ class LPIPDiffPipeline(HubLayoutMixin, DiffusionPipeline):
                     f"strength={strength} starts from the noised input and fidelity from the posterior mean: "
                     "pass fidelity=None to use strength"
                 )
-        generators = generator if isinstance(generator, list) else [generator]
-        if not all(g is None or isinstance(g, torch.Generator) for g in generators):
-            raise ValueError(
-                "generator must be a torch.Generator, a list of them or None (to seed, pass "
-                f"torch.Generator().manual_seed(seed)), got {type(generator).__name__}"
-            )
         unknown = [name for name in tensor_inputs if name not in self._callback_tensor_inputs]
         if unknown:
             raise ValueError(f"callback_on_step_end_tensor_inputs: {unknown} not in {self._callback_tensor_inputs}")
@@ -348,21 +342,6 @@ class LPIPDiffPipeline(HubLayoutMixin, DiffusionPipeline):
         if start is None:
             return noise * self.scheduler.init_noise_sigma
         return self.scheduler.add_noise(start, noise, first_timestep.repeat(degraded.shape[0]))
-
-    @staticmethod
-    def checked_sample(callback_outputs, sample: torch.Tensor) -> torch.Tensor:
-        """The sample a step callback hands back (its ``"sample"``, else the one it was given), checked:
-        a callback that returns something other than a dict or a tensor of another shape would
-        otherwise fail deep in the next step."""
-        if not isinstance(callback_outputs, dict):
-            raise TypeError(
-                f"callback_on_step_end must return a dict (diffusers' contract), got {type(callback_outputs).__name__}"
-            )
-        replaced = callback_outputs.pop("sample", sample)
-        if not isinstance(replaced, torch.Tensor) or replaced.shape != sample.shape:
-            shape = tuple(replaced.shape) if isinstance(replaced, torch.Tensor) else type(replaced).__name__
-            raise ValueError(f"callback_on_step_end returned a sample of shape {shape}, expected {tuple(sample.shape)}")
-        return replaced
 
     def predict_patches(self, noisy_patches, timestep, condition: dict, batch_size: int) -> torch.Tensor:
         """The UNet's prediction for every patch, ``batch_size`` patches at a time."""

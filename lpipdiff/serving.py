@@ -229,7 +229,7 @@ class RestorationService:
         """The work of one request (in a lane's thread)."""
         watchdog.start()
         started = time.perf_counter()
-        image = load_upload(request.image_path)
+        image = load_image_file(request.image_path)
         max_faces = self.affordable_faces(request)
         done = [0]
 
@@ -286,14 +286,6 @@ class RestorationService:
             f"Uncertainty maximum {float(uncertainty[0].max()):.3f} (0..1 image units)."
         )
         return Restoration(np.clip(before, 0, 1), restored, gallery, heat_map(uncertainty[0]), str(download), status)
-
-
-def load_upload(path) -> np.ndarray:
-    """The uploaded image; an error names the upload, never the server's temporary path."""
-    try:
-        return load_image_file(path)
-    except InvalidImageError as error:
-        raise InvalidImageError(str(error).replace(str(path), Path(path).name)) from None
 
 
 def whole_if_integral(value):

@@ -34,6 +34,15 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
+from .argtypes import (
+    check_training_arguments,
+    float_range,
+    int_range,
+    non_negative_int,
+    output_folder,
+    positive_int,
+    training_data,
+)
 from .cli_options import HelpFormatter
 from .data import DEFAULT_MEMORY_BUDGET, PatchBatches, face_source, open_faces
 from .defaults import DEFAULT_STEPS
@@ -54,18 +63,23 @@ UNET_DEFAULTS = {
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
     add = parser.add_argument
-    add("--data", required=True, help="folder of clean aligned faces, or a pack of them (python -m lpipdiff.data pack)")
-    add("--output", required=True, help="run folder (checkpoints, logs, samples, final pipeline)")
+    add("--data", required=True, type=training_data,
+        help="folder of clean aligned faces, or a pack of them (python -m lpipdiff.data pack)")
+    add("--output", required=True, type=output_folder,
+        help="run folder (checkpoints, logs, samples, final pipeline)")
+    add("--overwrite", action="store_true", help="start a new run in an OUTPUT that holds another run's files")
     add("--val-data", default=None, help="clean faces for validation (default: DATA/../val when it exists)")
     add("--init-from", default=None, help="pipeline folder whose weights start training (e.g. the bundled model)")
     unet = UNET_DEFAULTS
     attention = [i for i, block in enumerate(unet["down_block_types"]) if block.startswith("Attn")]
-    add("--face-size", type=int, default=unet["face_size"], help="side of the aligned faces the model restores")
-    add("--patch-size", type=int, default=unet["patch_size"], help="side of the patches the UNet sees")
+    add("--face-size", type=int_range(8, 4096), default=unet["face_size"],
+        help="side of the aligned faces the model restores")
+    add("--patch-size", type=int_range(4, 4096), default=unet["patch_size"], help="side of the patches the UNet sees")
     add("--channels", default=",".join(map(str, unet["block_out_channels"])), help="UNet block widths")
     add("--attention-levels", default=",".join(map(str, attention)),
         help="which down levels (0-based) use attention, comma separated")
-    add("--layers-per-block", type=int, default=unet["layers_per_block"], help="ResNet layers in each UNet block")
+    add("--layers-per-block", type=int_range(1, 16), default=unet["layers_per_block"],
+        help="ResNet layers in each UNet block")
     add("--prediction-type", default="v_prediction", choices=["epsilon", "v_prediction", "sample"],
         help="what the UNet predicts (docs/TRAINING.md: epsilon fails with this schedule)")
     add("--residual", action=argparse.BooleanOptionalAction, default=True, help="diffuse clean minus degraded")
@@ -73,26 +87,28 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         help="give the UNet the whole degraded face at patch resolution")
     add("--coordinates", action=argparse.BooleanOptionalAction, default=True,
         help="give the UNet where the patch lies in the face")
-    add("--batch-size", type=int, default=16, help="patches per device per step")
-    add("--learning-rate", type=float, default=3e-4, help="AdamW learning rate")
-    add("--warmup-steps", type=int, default=100, help="learning-rate warm-up steps")
+    add("--batch-size", type=positive_int, default=16, help="patches per device per step")
+    add("--learning-rate", type=float_range(0, 1, low_open=True), default=3e-4, help="AdamW learning rate")
+    add("--warmup-steps", type=non_negative_int, default=100, help="learning-rate warm-up steps")
     add("--lr-schedule", default="constant_with_warmup", help="any diffusers.optimization schedule name")
     add("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
     add("--max-grad-norm", type=float, default=1.0, help="gradient clipping norm")
     add("--ema-decay", type=float, default=0.999, help="decay of the exponential moving average of the weights")
-    add("--max-steps", type=int, default=100_000, help="stop (and export) after this many steps")
-    add("--max-minutes", type=float, default=None, help="stop (and export) after this much wall time")
-    add("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
-    add("--checkpoints-kept", type=int, default=2, help="how many of the newest checkpoints to keep")
-    add("--validate-every", type=int, default=1000, help="steps between validations (0: never)")
-    add("--val-faces", type=int, default=8, help="val faces restored at each validation")
-    add("--val-steps", type=int, default=DEFAULT_STEPS, help="sampler steps of the validation restorations")
+    add("--max-steps", type=positive_int, default=100_000, help="stop (and export) after this many steps")
+    add("--max-minutes", type=float_range(0, low_open=True), default=None,
+        help="stop (and export) after this much wall time")
+    add("--checkpoint-every", type=positive_int, default=500, help="steps between checkpoints")
+    add("--checkpoints-kept", type=positive_int, default=2, help="how many of the newest checkpoints to keep")
+    add("--validate-every", type=non_negative_int, default=1000, help="steps between validations (0: never)")
+    add("--val-faces", type=positive_int, default=8, help="val faces restored at each validation")
+    add("--val-steps", type=int_range(1, 1000), default=DEFAULT_STEPS,
+        help="sampler steps of the validation restorations")
     add("--mixed-precision", default="no", choices=["no", "fp16", "bf16"], help="accelerate's mixed precision")
-    add("--patches-per-face", type=int, default=4, help="patches cropped from each degraded face")
-    add("--memory-budget-gb", type=float, default=DEFAULT_MEMORY_BUDGET / 2**30,
+    add("--patches-per-face", type=positive_int, default=4, help="patches cropped from each degraded face")
+    add("--memory-budget-gb", type=float_range(0), default=DEFAULT_MEMORY_BUDGET / 2**30,
         help="decoded faces up to this size are held on the device; beyond it they are decoded by workers")
-    add("--num-workers", type=int, default=2, help="decoding workers, used only beyond the memory budget")
-    add("--seed", type=int, default=0, help="random seed (each process adds its rank)")
+    add("--num-workers", type=non_negative_int, default=2, help="decoding workers, used only beyond the memory budget")
+    add("--seed", type=non_negative_int, default=0, help="random seed (each process adds its rank)")
     add("--resume", default=None, help="'latest' or a checkpoint folder")
     add("--export-fp16", action="store_true", help="export the final pipeline with fp16 weights")
     return parser
@@ -215,14 +231,20 @@ class Validator:
                 np.mean([self.geometry.identity_distance(d, c) for d, c in zip(self.degraded, self.clean)])
             )
         rows = [np.concatenate([d, r, c], axis=1) for d, r, c in zip(self.degraded, restored, self.clean)]
-        save_image(np.concatenate(rows, axis=0), self.output / "samples" / f"step-{step:07d}.png")
+        save_image(np.concatenate(rows, axis=0), self.output / "samples" / f"step-{step:07d}.png", overwrite=True)
         with open(self.output / "validation.jsonl", "a") as log:
             log.write(json.dumps(result) + "\n")
         return result
 
 
-def main(argv=None, prog: str | None = None):
-    args = build_parser(prog).parse_args(argv)
+def main(argv=None, prog: str | None = None) -> int:
+    from .argtypes import report_errors
+
+    return report_errors(run, build_parser(prog).parse_args(argv))
+
+
+def run(args) -> int:
+    check_training_arguments(args)
     output = Path(args.output)
     accelerator = Accelerator(mixed_precision=args.mixed_precision, project_dir=str(output))
     set_seed(args.seed, device_specific=True)
@@ -312,6 +334,7 @@ def main(argv=None, prog: str | None = None):
         export_pipeline(accelerator.unwrap_model(model), ema, output / "pipeline", args.prediction_type,
                         args.export_fp16, record)
     accelerator.end_training()
+    return 0
 
 
 def export_pipeline(model, ema, folder: Path, prediction_type: str, fp16: bool, record: dict) -> None:

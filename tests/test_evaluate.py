@@ -33,7 +33,11 @@ def test_evaluate_reports_model_and_input_side_by_side(tmp_path, saved_pipeline)
     assert rows["LPIP-Diff"]["psnr"] < rows["degraded input"]["psnr"]
     assert "| severe | LPIP-Diff | 3 |" in (output / "results.md").read_text()
 
-    # Other faces in the same folder replace the old pairs instead of mixing with them.
-    _, results = evaluate(tmp_path, saved_pipeline, "--limit", "2", "--offset", "3")
+    # Without --overwrite the results of the first run are kept, and nothing runs.
+    with pytest.raises(AssertionError):
+        evaluate(tmp_path, saved_pipeline, "--limit", "2", "--offset", "3")
+    assert "| severe | LPIP-Diff | 3 |" in (output / "results.md").read_text()
+    # Other faces in the same folder replace the old pairs (the evaluation's own) instead of mixing with them.
+    _, results = evaluate(tmp_path, saved_pipeline, "--limit", "2", "--offset", "3", "--overwrite")
     assert results["presets"]["severe"]["LPIP-Diff"]["n"] == 2
     assert not set(names) & {p.name for p in (output / "pairs" / "severe" / "clean").iterdir()}

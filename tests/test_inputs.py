@@ -125,5 +125,5 @@ def test_pickled_weights_are_never_loaded(saved_pipeline):
 
 def test_corrupt_weights_are_explained(saved_pipeline):
     (saved_pipeline / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"garbage")
-    with pytest.raises(ModelLoadError, match="could not load"):
+    with pytest.raises(ModelLoadError, match="diffusion_pytorch_model.safetensors: not a safetensors file"):
         load_pipeline(saved_pipeline)
