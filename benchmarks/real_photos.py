@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 from skimage import data
 
-from lpipdiff.cli_options import add_face_weights_argument, add_sampling_arguments, sampling_options
+from lpipdiff.cli_options import add_face_weights_argument, add_sampling_arguments, face_weights, sampling_options
 from lpipdiff.degradation import Degradation
 from lpipdiff.detail import DEFAULT_DETAIL
 from lpipdiff.detail_measure import aligned_crop, face_mask, laplacian_energy, structure_energy
@@ -100,7 +100,7 @@ def measure(args) -> tuple[list[dict], list[np.ndarray]]:
     for source, scale, preset, seed, upscale in CASES:
         name, photo = make_photo(source, scale, preset, seed)
         outputs = {
-            detail: FaceRestorer(pipeline, weights_dir=args.face_weights, upscale=upscale, detail=detail).restore(
+            detail: FaceRestorer(pipeline, weights_dir=face_weights(args), upscale=upscale, detail=detail).restore(
                 photo, sampling)
             for detail in DETAILS
         }

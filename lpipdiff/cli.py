@@ -24,6 +24,7 @@ from .cli_options import (
     HelpFormatter,
     add_face_weights_argument,
     add_sampling_arguments,
+    face_weights,
     sampling_options,
     seed_argument,
 )
@@ -133,7 +134,7 @@ def cmd_restore(args) -> int:
         if args.whole_photo:
             from .faces import FaceRestorer
 
-            restorer = FaceRestorer(pipeline, detector=args.detector, weights_dir=args.face_weights,
+            restorer = FaceRestorer(pipeline, detector=args.detector, weights_dir=face_weights(args),
                                     upscale=args.upscale, only_largest=args.only_largest,
                                     min_face_size=args.min_face_size, detail=args.detail)
     except (ModelLoadError, ValueError, OSError) as error:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from .argtypes import device_argument
+from .argtypes import device_argument, existing_folder
 from .defaults import (
     DEFAULT_FIDELITY,
     DEFAULT_FUSION,
@@ -22,8 +22,14 @@ from .defaults import (
 from .settings import DEVICE_ENV, FACE_WEIGHTS_ENV, MODEL_ENV, from_environment
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Every option's help shows its default; descriptions keep their line breaks."""
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every option's help shows its default (unless the help already says it, or the option is a flag
+    or required); descriptions keep their line breaks."""
+
+    def _get_help_string(self, action):
+        help = action.help or ""
+        silent = "default" in help or action.required or action.nargs == 0 or action.default is argparse.SUPPRESS
+        return help if silent or not action.option_strings else f"{help} (default: %(default)s)"
 
 
 def seed_argument(text: str) -> int:
@@ -60,7 +66,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_face_weights_argument(parser: argparse.ArgumentParser) -> None:
     """Where facexlib's detector weights are (whole photos)."""
-    parser.add_argument("--face-weights", default=from_environment(FACE_WEIGHTS_ENV),
+    parser.add_argument("--face-weights", type=existing_folder, default=None,
                         help=f"whole photos: facexlib's weights folder (default: ${FACE_WEIGHTS_ENV}, else facexlib "
                              "downloads them)")
 
@@ -85,6 +91,11 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the diffusers scheduler that takes the denoising steps")
     parser.add_argument("--seed", type=seed_argument, default=0,
                         help="random seed; face i of a run is sampled with SEED + i (each file of restore: SEED)")
+
+
+def face_weights(args: argparse.Namespace) -> str | None:
+    """``--face-weights``, else ``$LPIPDIFF_FACEXLIB_WEIGHTS`` (read here, at the command's edge)."""
+    return args.face_weights or from_environment(FACE_WEIGHTS_ENV)
 
 
 def sampling_options(args: argparse.Namespace):

@@ -66,7 +66,7 @@ def evaluate(
     for each preset; writes ``output/results.json`` and ``output/results.md`` (an earlier run's are kept
     unless ``overwrite``) and returns the results."""
     output.mkdir(parents=True, exist_ok=True)
-    refuse_existing([output / "results.json", output / "results.md"], overwrite)  # before hours of work
+    refuse_existing(results_files(output), overwrite)  # before hours of work
     face_size = pipeline.unet.config.face_size
     pairs_root = pairs_dir or output / "pairs"
     metrics = Metrics(fid=fid)
@@ -90,6 +90,10 @@ def evaluate(
     return results
 
 
+def results_files(output: Path) -> list[Path]:
+    return [output / "results.json", output / "results.md"]
+
+
 def main(argv=None, prog: str | None = None) -> int:
     from .argtypes import report_errors
 
@@ -100,6 +104,7 @@ def run(args) -> int:
     from .loading import load_pipeline
 
     sampling = sampling_options(args)
+    refuse_existing(results_files(Path(args.output)), args.overwrite)  # before loading anything
     pipeline = load_pipeline(args.model, scheduler=sampling.scheduler, device=args.device)
     results = evaluate(
         pipeline, Path(args.data), Path(args.output), sampling, presets=args.presets, limit=args.limit,

@@ -5,7 +5,6 @@ crash, a hang or a silently wrong result."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import re
@@ -23,8 +22,11 @@ from lpipdiff.cli import main
 from lpipdiff.faces import FaceRestorer, NoFaceError
 from lpipdiff.image_io import InvalidImageError, list_images, load_image_file, to_rgb_array
 from lpipdiff.loading import ModelLoadError, load_pipeline
+from lpipdiff.sampling import SamplingOptions
+from lpipdiff.serving import RestorationService
+from lpipdiff.settings import ServingSettings
 
-from conftest import UTKFACE_VAL, tiny_pipeline
+from conftest import UTKFACE_VAL, face_restorer, tiny_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 FACE = ROOT / "examples" / "astronaut_face_moderate.png"
@@ -132,7 +134,7 @@ def test_wrong_model_folder(case, tmp_path, saved_pipeline):
 # ---------------------------------------------------------------- FaceRestorer
 @pytest.fixture(scope="module")
 def restorer():
-    return FaceRestorer(tiny_pipeline(face_size=32, patch_size=16))
+    return face_restorer(tiny_pipeline(face_size=32, patch_size=16))
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +143,7 @@ def photo():
 
 
 def restore(restorer, image, **kwargs):
-    return restorer.restore(image, generator=torch.Generator().manual_seed(0), num_inference_steps=1, **kwargs).image
+    return restorer.restore(image, sampling=SamplingOptions(fidelity=None, steps=1), **kwargs).image
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +199,7 @@ def test_face_restorer_errors(case, restorer, photo):
 
 @pytest.mark.slow
 def test_face_restorer_bounds_the_output_size():
-    big = FaceRestorer(tiny_pipeline(face_size=32, patch_size=16), upscale=8)
+    big = face_restorer(tiny_pipeline(face_size=32, patch_size=16), upscale=8)
     with pytest.raises(InvalidImageError, match="megapixels"):
         big.restore(np.zeros((1200, 1200, 3), np.uint8))
 
@@ -206,7 +208,7 @@ def test_face_restorer_bounds_the_output_size():
 def test_one_face_is_found_once_in_a_large_photo(restorer, photo):
     """A 3000-pixel version of the photo: detection runs downscaled, and overlapping detections merge."""
     large = np.asarray(PIL.Image.fromarray(photo).resize((3000, 3000), PIL.Image.LANCZOS))
-    result = restorer.restore(large, num_inference_steps=1)
+    result = restorer.restore(large, SamplingOptions(fidelity=None, steps=1))
     assert result.faces_found == len(result.faces) == 1
 
 
@@ -289,26 +291,16 @@ def test_degrade_never_overwrites_without_being_asked(tmp_path, capsys):
 
 # ---------------------------------------------------------------- the demo
 @pytest.fixture(scope="module")
-def demo_app(tmp_path_factory):
-    model = tmp_path_factory.mktemp("model")
-    tiny_pipeline(face_size=32, patch_size=16).save_pretrained(model)
-    os.environ["LPIPDIFF_MODEL"] = str(model)
+def demo_restore():
+    """The demo's endpoint function, on a tiny model (no server: the function is called directly)."""
     import app
 
-    importlib.reload(app)
-    yield app
-    os.environ.pop("LPIPDIFF_MODEL", None)
-    importlib.reload(app)
+    service = RestorationService(ServingSettings(), pipeline=tiny_pipeline(face_size=32, patch_size=16))
 
+    def restore(**request):
+        return list(app.restore_function(service, 5)(**request, progress=lambda *args, **kwargs: None))
 
-class Listening:
-    """A watchdog whose client never leaves (the request function is called directly here)."""
-
-    def start(self):
-        pass
-
-    def check(self):
-        pass
+    return restore
 
 
 DEMO_CASES = {
@@ -329,13 +321,13 @@ DEMO_CASES = {
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", DEMO_CASES)
-def test_demo(case, demo_app, files, tmp_path):
+def test_demo(case, demo_restore, files, tmp_path):
     import gradio as gr
 
     wide = tmp_path / "wide.png"
     PIL.Image.fromarray(np.full((400, 1200, 3), 90, np.uint8)).save(wide)
     request = dict(image_path=str(FACE), mode="Auto", steps=1, scheduler="ddim", strength=1.0, stride=8, seed=0,
-                   samples=1, detail=1.0, fidelity=0.3, watchdog=Listening(), progress=lambda *args, **kwargs: None)
+                   samples=1, detail=1.0, fidelity=0.3)
     changes, message = DEMO_CASES[case]
     request.update(changes)
     if request["image_path"] in ("text", "bomb", "empty"):
@@ -343,7 +335,7 @@ def test_demo(case, demo_app, files, tmp_path):
     elif request["image_path"] == "wide":
         request["image_path"] = str(wide)
     with pytest.raises(gr.Error, match=message) as raised:
-        demo_app.restore_request(**request)
+        demo_restore(**request)
     assert str(files["text"].parent) not in str(raised.value)  # no server paths in the page
 
 
@@ -734,13 +726,15 @@ def test_new_demo_api_values(case):
 
 
 def test_demo_whole_numbers_and_paths():
-    from lpipdiff.demo_inputs import public_message, request_numbers
+    from lpipdiff.demo_inputs import public_message
 
-    assert request_numbers(10.0, "2", 3, 8) == (10, 2, 3, 8)
-    with pytest.raises(ValueError, match="steps must be a whole number, got 2.5"):
-        request_numbers(2.5, 1, 0, 8)
+    service = RestorationService(ServingSettings(), pipeline=tiny_pipeline(face_size=32, patch_size=16))
+    request = service.request("face.png", samples=2.0, steps=10.0, seed=3.0, stride=8.0)  # what sliders send
+    assert (request.sampling.steps, request.samples, request.sampling.seed, request.sampling.stride) == (10, 2, 3, 8)
+    with pytest.raises(ValueError, match="steps must be a whole number from 1 to 1000, got 2.5"):
+        service.request("face.png", steps=2.5)
     with pytest.raises(ValueError, match="stride must be a whole number"):
-        request_numbers(2, 1, 0, "wide")
+        service.request("face.png", stride="wide")
     message = public_message("cannot identify image file '/tmp/gradio/abc123/photo.png' (in /srv/app/x.py)")
     assert message == "cannot identify image file 'photo.png' (in x.py)"
 

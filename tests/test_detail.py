@@ -5,15 +5,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 from skimage import data
 
 from lpipdiff.detail import keep_input_detail, low_band, output_scale
 from lpipdiff.detail_measure import face_mask, laplacian_energy, structure_energy
-from lpipdiff.faces import FaceRestorer, _to_bgr_uint8, _to_rgb_float, detection_helper
+from lpipdiff.face_helper import FaceHelper
+from lpipdiff.faces import _to_bgr_uint8, _to_rgb_float
 from lpipdiff.image_io import list_images, load_image_file
+from lpipdiff.sampling import SamplingOptions
 
-from conftest import UTKFACE_VAL, tiny_pipeline
+from conftest import UTKFACE_VAL, face_restorer, tiny_pipeline
 
 pytestmark = pytest.mark.slow  # the bundled model on whole photos
 
@@ -70,8 +71,8 @@ def test_a_face_larger_than_the_model_keeps_the_input_detail_and_is_still_restor
     photo = load_image_file(EXAMPLES / "astronaut_photo_moderate.png")  # her face: 217 px at upscale 2
     restored = {}
     for detail in (0.0, 1.0):
-        restorer = FaceRestorer(bundled, upscale=2, detail=detail)
-        restored[detail] = restorer.restore(photo, generator=torch.Generator().manual_seed(0))  # the defaults
+        restorer = face_restorer(bundled, upscale=2, detail=detail)
+        restored[detail] = restorer.restore(photo)  # the defaults
     affine = restored[1.0].affines[0]
     assert output_scale(affine, 2) > 1.5
     bicubic = cv2.resize(photo, (1024, 1024), interpolation=cv2.INTER_CUBIC)
@@ -94,7 +95,7 @@ def test_a_face_larger_than_the_model_keeps_the_input_detail_and_is_still_restor
 
 def old_paste_back(restorer, photo, result):
     """facexlib's paste-back of ``result``'s faces exactly as FaceRestorer did before lpipdiff.detail."""
-    helper = detection_helper(restorer.detector, restorer.upscale, result.faces[0].shape[0], restorer.template)
+    helper = FaceHelper(restorer.detector, result.faces[0].shape[0], restorer.template, restorer.upscale)
     helper.read_image(_to_bgr_uint8(photo))
     helper.affine_matrices = list(result.affines)
     helper.get_inverse_affine()
@@ -106,17 +107,17 @@ def old_paste_back(restorer, photo, result):
 @pytest.mark.parametrize("upscale", [1, 2])
 def test_faces_at_or_below_the_model_size_are_pasted_exactly_as_before(upscale):
     photo = data.astronaut().astype(np.float32) / 255.0  # her face is about 110 px: 220 at upscale 2
-    restorer = FaceRestorer(tiny_pipeline(face_size=256, patch_size=128), upscale=upscale)
-    result = restorer.restore(photo, num_inference_steps=1, generator=torch.Generator().manual_seed(0))
+    restorer = face_restorer(tiny_pipeline(face_size=256, patch_size=128), upscale=upscale)
+    result = restorer.restore(photo, sampling=SamplingOptions(fidelity=None, steps=1))
     assert output_scale(result.affines[0], upscale) <= 1
     assert np.array_equal(result.image, old_paste_back(restorer, photo, result))
 
 
 def test_detail_zero_is_the_old_paste_back_for_every_face():
     photo = data.astronaut().astype(np.float32) / 255.0
-    restorer = FaceRestorer(tiny_pipeline(face_size=32, patch_size=16), upscale=2, detail=0)
-    result = restorer.restore(photo, num_inference_steps=1, generator=torch.Generator().manual_seed(0))
+    restorer = face_restorer(tiny_pipeline(face_size=32, patch_size=16), upscale=2, detail=0)
+    result = restorer.restore(photo, sampling=SamplingOptions(fidelity=None, steps=1))
     assert output_scale(result.affines[0], 2) > 4
     assert np.array_equal(result.image, old_paste_back(restorer, photo, result))
     with pytest.raises(ValueError, match="detail"):
-        FaceRestorer(tiny_pipeline(), detail=2)
+        face_restorer(tiny_pipeline(), detail=2)

@@ -2,18 +2,18 @@
 
 import numpy as np
 import pytest
-import torch
 from skimage import data
 
 from lpipdiff.faces import FaceRestorer, NoFaceError
+from lpipdiff.sampling import SamplingOptions
 
-from conftest import tiny_pipeline
+from conftest import face_restorer, tiny_pipeline
 
 pytestmark = pytest.mark.slow  # face detection and whole photos
 
 @pytest.fixture(scope="module")
 def restorer():
-    return FaceRestorer(tiny_pipeline(face_size=32, patch_size=16))
+    return face_restorer(tiny_pipeline(face_size=32, patch_size=16))
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def outside(boxes, shape, margin=0.6):
 
 
 def test_finds_aligns_and_pastes_back_one_face(restorer, astronaut):
-    result = restorer.restore(astronaut, num_inference_steps=2, generator=torch.Generator().manual_seed(0))
+    result = restorer.restore(astronaut, sampling=SamplingOptions(fidelity=None, steps=2))
     assert len(result.faces) == len(result.restored_faces) == 1
     assert result.faces[0].shape == (32, 32, 3) and result.image.shape == astronaut.shape
     left, top, right, bottom = result.boxes[0]
@@ -47,28 +47,28 @@ def test_finds_aligns_and_pastes_back_one_face(restorer, astronaut):
 
 def test_collage_with_several_faces_and_upscaling(astronaut):
     collage = np.concatenate([astronaut, astronaut[:, ::-1], astronaut], axis=1)
-    restorer = FaceRestorer(tiny_pipeline(face_size=32, patch_size=16), upscale=2)
-    result = restorer.restore(collage, num_inference_steps=2)
+    restorer = face_restorer(tiny_pipeline(face_size=32, patch_size=16), upscale=2)
+    result = restorer.restore(collage, SamplingOptions(fidelity=None, steps=2))
     assert len(result.faces) == 3
     assert result.image.shape == (1024, 3072, 3)
-    largest = FaceRestorer(tiny_pipeline(face_size=32, patch_size=16), only_largest=True)
-    assert len(largest.restore(collage, num_inference_steps=1).faces) == 1
+    largest = face_restorer(tiny_pipeline(face_size=32, patch_size=16), only_largest=True)
+    assert len(largest.restore(collage, SamplingOptions(fidelity=None, steps=1)).faces) == 1
 
 
 def test_no_face_is_a_clear_error(restorer, astronaut):
     sky = np.full((256, 256, 3), 0.5, dtype=np.float32)
     with pytest.raises(NoFaceError, match="no face found"):
-        restorer.restore(sky, num_inference_steps=1)
-    small_only = FaceRestorer(tiny_pipeline(face_size=32, patch_size=16), min_face_size=400)
+        restorer.restore(sky, SamplingOptions(fidelity=None, steps=1))
+    small_only = face_restorer(tiny_pipeline(face_size=32, patch_size=16), min_face_size=400)
     with pytest.raises(NoFaceError, match="at least 400"):
-        small_only.restore(astronaut, num_inference_steps=1)
+        small_only.restore(astronaut, SamplingOptions(fidelity=None, steps=1))
 
 
 def test_bad_options():
     with pytest.raises(ValueError, match="detector"):
-        FaceRestorer(tiny_pipeline(), detector="haar")
+        face_restorer(tiny_pipeline(), detector="haar")
     with pytest.raises(ValueError, match="upscale"):
-        FaceRestorer(tiny_pipeline(), upscale=20)
+        face_restorer(tiny_pipeline(), upscale=20)
 
 
 def test_missing_detector_weights_offline_is_a_clear_error(tmp_path, monkeypatch):

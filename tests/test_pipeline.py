@@ -8,7 +8,7 @@ from diffusers import DDIMScheduler
 
 from lpipdiff import LPIPDiffPipeline, PatchFusionUNet, coordinate_channels
 from lpipdiff.image_io import resize_array
-from lpipdiff.sampling import SCHEDULERS, swap_scheduler
+from lpipdiff.sampling import SCHEDULERS, sampling_pipeline
 
 from conftest import generator, tiny_pipeline
 
@@ -42,7 +42,7 @@ def test_single_patch_equals_a_plain_whole_image_sampler():
 
 @pytest.mark.parametrize("name", sorted(SCHEDULERS))
 def test_every_scheduler_runs(pipeline, val_faces, name):
-    swap_scheduler(pipeline, name)
+    pipeline = sampling_pipeline(pipeline, name)
     assert type(pipeline.scheduler) is SCHEDULERS[name]
     result = pipeline(val_faces[0], num_inference_steps=4, generator=generator(), output_type="np")
     assert result.images.shape == (1, 64, 64, 3)
@@ -51,7 +51,7 @@ def test_every_scheduler_runs(pipeline, val_faces, name):
 
 @pytest.mark.parametrize("name", sorted(SCHEDULERS))
 def test_strength_below_one_runs_the_last_steps_only(pipeline, val_faces, name):
-    swap_scheduler(pipeline, name)
+    pipeline = sampling_pipeline(pipeline, name)
     calls = []
 
     def callback(pipe, step, timestep, callback_kwargs):
@@ -79,7 +79,7 @@ def test_fidelity_one_is_exactly_the_one_step_posterior_mean(pipeline, val_faces
 def test_lower_fidelity_samples_the_last_steps_after_the_posterior_mean(pipeline, val_faces, name):
     """Step 0 is the posterior mean (at the last timestep), then round(steps * (1 - fidelity)) steps
     of the schedule from about (1 - fidelity) * 1000 down."""
-    swap_scheduler(pipeline, name)
+    pipeline = sampling_pipeline(pipeline, name)
     calls = []
 
     def callback(pipe, step, timestep, callback_kwargs):

@@ -16,7 +16,7 @@ from lpipdiff.data import (
     pack_faces,
 )
 from lpipdiff.degradation_torch import BatchDegradation
-from lpipdiff.sampling import default_scheduler
+from lpipdiff.sampling import build_scheduler
 from lpipdiff.train import list_checkpoints, main, training_loss
 from lpipdiff.unet import coordinate_channels
 
@@ -84,7 +84,7 @@ def test_a_pack_holds_the_folder_and_faces_past_the_budget_stream_from_it(faces,
 def test_a_few_steps_reduce_the_loss_on_a_fixed_batch(faces):
     batch = next(patch_batches(faces))
     model = tiny_unet().train()
-    noise_scheduler = DDPMScheduler.from_config(default_scheduler().config)
+    noise_scheduler = DDPMScheduler.from_config(build_scheduler().config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
 
     def fixed_loss():
