@@ -1,6 +1,5 @@
 """The demo, driven as a person and a program would: gradio_client and a real browser."""
 
-import importlib
 import os
 import shutil
 import socket
@@ -11,7 +10,10 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from conftest import tiny_pipeline
+from lpipdiff.serving import RestorationService
+from lpipdiff.settings import ServingSettings
+
+from conftest import FACE_WEIGHTS, tiny_pipeline
 
 pytestmark = pytest.mark.slow  # a Gradio server, its client and a real browser
 
@@ -44,24 +46,23 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """The demo on a tiny random model (speed, not quality, is what these tests need)."""
-    model = tmp_path_factory.mktemp("model")
-    tiny_pipeline(face_size=64, patch_size=32).save_pretrained(model)
-    os.environ["LPIPDIFF_MODEL"] = str(model)
+def service():
+    """The demo's service on a tiny random model (speed, not quality, is what these tests need), with
+    room for a request that keeps it busy for several seconds (see the load tests)."""
+    settings = ServingSettings(max_work=HEAVY_WORK, face_weights=str(FACE_WEIGHTS))
+    return RestorationService(settings, pipeline=tiny_pipeline(face_size=64, patch_size=32))
+
+
+@pytest.fixture(scope="module")
+def server(service):
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-    # Room for a request that keeps the tiny model busy for several seconds (see the load tests).
-    os.environ["LPIPDIFF_MAX_WORK"] = str(HEAVY_WORK)
     import app
 
-    importlib.reload(app)
-    demo = app.build_demo()
+    demo = app.build_demo(service)
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     yield f"http://127.0.0.1:{port}/"
     demo.close()
-    for name in ("LPIPDIFF_MODEL", "LPIPDIFF_MAX_WORK"):
-        os.environ.pop(name, None)
 
 
 def test_restore_endpoint_from_gradio_client(server, tmp_path):
@@ -102,15 +103,13 @@ def test_bad_input_gives_a_message_not_a_trace(server, tmp_path):
     assert "No face detected" in status
 
 
-def test_a_light_request_is_answered_while_the_heaviest_allowed_one_runs(server):
+def test_a_light_request_is_answered_while_the_heaviest_allowed_one_runs(server, service):
     from gradio_client import Client, handle_file
-
-    import app
 
     client = Client(server, verbose=False)
     face = handle_file(str(ROOT / "examples" / "astronaut_face_severe.png"))
     heavy = client.submit(face, *HEAVY, api_name="/restore")
-    wait_until(lambda: app.tally.running == 1, timeout=60)
+    wait_until(lambda: service.tally.running == 1, timeout=60)
     seconds = time.monotonic()
     *_, status = Client(server, verbose=False).predict(face, *LIGHT, api_name="/restore")
     seconds = time.monotonic() - seconds
@@ -120,20 +119,20 @@ def test_a_light_request_is_answered_while_the_heaviest_allowed_one_runs(server)
     assert "4 sample(s)" in status
 
 
-def test_work_stops_when_its_client_goes_away(server):
+def test_work_stops_when_its_client_goes_away(server, service):
     from gradio_client import Client, handle_file
 
-    import app
-
     client = Client(server, verbose=False)
-    stopped = app.tally.stopped
+    stopped = service.tally.stopped
     heavy = client.submit(handle_file(str(ROOT / "examples" / "astronaut_face_severe.png")), *HEAVY,
                           api_name="/restore")
-    wait_until(lambda: app.tally.running == 1, timeout=60)
+    wait_until(lambda: service.tally.running == 1, timeout=60)
     heavy.cancel()
     client.close()
-    waited = wait_until(lambda: app.tally.running == 0, timeout=app.ABANDONED_AFTER + 20)
-    assert app.tally.stopped == stopped + 1 and waited < app.ABANDONED_AFTER + 20
+    # The pipeline is interrupted at its next step once the watchdog stops hearing from the client.
+    patience = service.settings.abandoned_after + 20
+    waited = wait_until(lambda: service.tally.running == 0, timeout=patience)
+    assert service.tally.stopped == stopped + 1 and waited < patience
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (see .ci/run)")
@@ -156,3 +155,18 @@ def test_end_to_end_in_a_real_browser(server, tmp_path):
         page.screenshot(path=str(screenshot), full_page=True)
         browser.close()
     assert screenshot.stat().st_size > 10_000
+
+
+def test_a_request_past_its_time_interrupts_the_pipeline():
+    """No server: the service's watchdog sets the pipeline's interrupt and the request stops with a reason."""
+    from lpipdiff.serving import RequestStopped, Watchdog
+
+    pipeline = tiny_pipeline(face_size=64, patch_size=32)
+    service = RestorationService(ServingSettings(max_work=HEAVY_WORK), pipeline=pipeline)
+    request = service.request(str(ROOT / "examples" / "astronaut_face_severe.png"), "Aligned face", steps=50,
+                              fidelity=None, stride=8)
+    steps = []
+    watchdog = Watchdog(seconds=0.0, abandoned_after=60)  # already past its time at the first step
+    with pytest.raises(RequestStopped, match="stopped after 0 s"):
+        service.restore(request, watchdog, progress=lambda done, desc: steps.append(done))
+    assert steps == [] and service.tally.stopped == 1
