@@ -8,17 +8,13 @@ from pathlib import Path
 import torch
 
 from .defaults import DEFAULT_SCHEDULER
-from .model_checks import check_model_folder, read_json
+from .model_checks import ModelLoadError, check_model_folder, read_json
 from .pipeline_lpipdiff import LPIPDiffPipeline
 from .sampling import sampling_pipeline
 
 # Shipped inside the package (package data), so that a plain `pip install` has a default model
 # and works offline; other models are a folder or a Hub repo id away.
 DEFAULT_MODEL = Path(__file__).resolve().parent / "bundled" / "lpipdiff-utkface-128"
-
-
-class ModelLoadError(RuntimeError):
-    """The model folder or repo id cannot be loaded as an LPIP-Diff pipeline; the message says why."""
 
 
 def resolve_model(model: str | os.PathLike | None = None) -> str:

@@ -4,7 +4,7 @@ A folder made by hand or damaged on the way loaded without a word before: NaN we
 black images, a missing tensor was silently initialised at random, a face size of "128" or
 10**9 failed (or allocated) at the first restoration. :func:`check_model_folder` reads the
 folder's JSON files and the safetensors header and weights (nothing is unpickled, no code
-is imported) and raises one :class:`~lpipdiff.loading.ModelLoadError` naming the file and
+is imported) and raises one :class:`ModelLoadError` naming the file and
 the problem.
 """
 
@@ -29,9 +29,11 @@ DOWN_BLOCKS, UP_BLOCKS = ("DownBlock2D", "AttnDownBlock2D"), ("UpBlock2D", "Attn
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 
-def _error(message: str):
-    from .loading import ModelLoadError
+class ModelLoadError(RuntimeError):
+    """The model folder or repo id cannot be loaded as an LPIP-Diff pipeline; the message says why."""
 
+
+def _error(message: str):
     return ModelLoadError(message)
 
 
@@ -147,8 +149,6 @@ def expected_shapes(config: dict) -> dict[str, tuple[int, ...]]:
 
 def check_weights(path: Path, config: dict) -> None:
     from safetensors import SafetensorError, safe_open
-
-    from .loading import ModelLoadError
 
     if not path.is_file():
         raise _error(f"{path}: missing (weights are read from safetensors files only)")
