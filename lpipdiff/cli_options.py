@@ -8,17 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import defaults
 from .argtypes import device_argument, existing_folder
-from .defaults import (
-    DEFAULT_FIDELITY,
-    DEFAULT_FUSION,
-    DEFAULT_SCHEDULER,
-    DEFAULT_STEPS,
-    DEFAULT_STRENGTH,
-    FUSION_MODES,
-    MAX_SEED,
-    SCHEDULER_NAMES,
-)
 from .settings import DEVICE_ENV, FACE_WEIGHTS_ENV, MODEL_ENV, from_environment
 
 
@@ -38,7 +29,7 @@ def seed_argument(text: str) -> int:
         value = int(text)
     except ValueError:
         value = -1
-    if not 0 <= value <= MAX_SEED:
+    if not 0 <= value <= defaults.MAX_SEED:
         raise argparse.ArgumentTypeError(f"a seed is a whole number from 0 to 2**62, got {text!r}")
     return value
 
@@ -74,20 +65,20 @@ def add_face_weights_argument(parser: argparse.ArgumentParser) -> None:
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     """The model and sampler options of every command that restores faces."""
     add_model_arguments(parser)
-    parser.add_argument("--fidelity", type=fidelity_argument, default=DEFAULT_FIDELITY,
+    parser.add_argument("--fidelity", type=fidelity_argument, default=defaults.DEFAULT_FIDELITY,
                         help="0..1: 1 is the model's mean estimate (most faithful, smooth); lower samples more "
                              "detail from it (sharper, drifts from the person); 'none': the experts' path, --steps "
                              "from noise or --strength from the noised input")
-    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS,
+    parser.add_argument("--steps", type=int, default=defaults.DEFAULT_STEPS,
                         help="steps of the schedule (with --fidelity f, about (1 - f) * steps of them run)")
-    parser.add_argument("--strength", type=float, default=DEFAULT_STRENGTH,
+    parser.add_argument("--strength", type=float, default=defaults.DEFAULT_STRENGTH,
                         help="below 1: start from the noised input instead (the experts' path; --fidelity then "
                              "does not apply)")
     parser.add_argument("--stride", type=int, default=None,
                         help="patch stride in pixels; smaller: more overlap, slower (default: half the patch)")
-    parser.add_argument("--fusion", default=DEFAULT_FUSION, choices=FUSION_MODES,
+    parser.add_argument("--fusion", default=defaults.DEFAULT_FUSION, choices=defaults.FUSION_MODES,
                         help="how overlapping patches are weighted: window (no seams) or uniform (plain mean)")
-    parser.add_argument("--scheduler", default=DEFAULT_SCHEDULER, choices=SCHEDULER_NAMES,
+    parser.add_argument("--scheduler", default=defaults.DEFAULT_SCHEDULER, choices=defaults.SCHEDULER_NAMES,
                         help="the diffusers scheduler that takes the denoising steps")
     parser.add_argument("--seed", type=seed_argument, default=0,
                         help="random seed; face i of a run is sampled with SEED + i (each file of restore: SEED)")
