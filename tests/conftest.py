@@ -31,6 +31,19 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(pytest.mark.skip(reason=SHARED_MISSING))
 
 
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.fixture(scope="session")
+def example_faces(tmp_path_factory) -> Path:
+    """A folder of the repository's own example images (faces and photos), for tests that need a
+    folder of images but not the development data."""
+    folder = tmp_path_factory.mktemp("example_faces")
+    for path in sorted(EXAMPLES.glob("*.png")):
+        shutil.copy(path, folder / path.name)
+    return folder
+
+
 def skip_without_shared() -> None:
     if SHARED_MISSING:
         pytest.skip(SHARED_MISSING)

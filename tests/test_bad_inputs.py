@@ -5,6 +5,7 @@ crash, a hang or a silently wrong result."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -20,13 +21,13 @@ from skimage import data
 
 from lpipdiff.cli import main
 from lpipdiff.faces import FaceRestorer, NoFaceError
-from lpipdiff.image_io import InvalidImageError, list_images, load_image_file, to_rgb_array
+from lpipdiff.image_io import InvalidImageError, load_image_file, to_rgb_array
 from lpipdiff.loading import ModelLoadError, load_pipeline
 from lpipdiff.sampling import SamplingOptions
 from lpipdiff.serving import RestorationService
 from lpipdiff.settings import ServingSettings
 
-from conftest import UTKFACE_VAL, face_restorer, tiny_pipeline
+from conftest import EXAMPLES, face_restorer, tiny_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 FACE = ROOT / "examples" / "astronaut_face_moderate.png"
@@ -52,7 +53,9 @@ def files(tmp_path_factory) -> dict[str, Path]:
     empty = folder / "empty.jpg"
     empty.touch()
     truncated = folder / "truncated.jpg"
-    truncated.write_bytes(list_images(UTKFACE_VAL)[0].read_bytes()[:900])
+    whole = io.BytesIO()
+    PIL.Image.open(EXAMPLES / "astronaut_face_severe.png").convert("RGB").save(whole, "JPEG")
+    truncated.write_bytes(whole.getvalue()[:900])
     (folder / "a_folder.png").mkdir()
     return {
         "text": text,
@@ -619,12 +622,12 @@ def test_new_broken_models(case, saved_pipeline):
 
 
 @pytest.fixture(scope="module")
-def folders(tmp_path_factory) -> dict[str, Path]:
+def folders(tmp_path_factory, example_faces) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("cli")
     (folder / "empty").mkdir()
     (folder / "a_file.txt").write_text("mine")
     return {"empty": folder / "empty", "file": folder / "a_file.txt", "missing": folder / "missing",
-            "out": folder / "out", "val": UTKFACE_VAL}
+            "out": folder / "out", "val": example_faces}
 
 
 def restore_args(f, *extra):
@@ -691,11 +694,12 @@ def test_new_cli_arguments(case, folders, capsys):
     assert not folders["out"].exists()  # refused before anything was written
 
 
-def test_train_refuses_arguments_that_do_not_fit_together(tmp_path, capsys):
+def test_train_refuses_arguments_that_do_not_fit_together(tmp_path, capsys, example_faces):
     out = tmp_path / "run"
-    code = main(["train", "--data", str(UTKFACE_VAL), "--output", str(out), "--face-size", "32", "--patch-size", "64"])
+    code = main(["train", "--data", str(example_faces), "--output", str(out), "--face-size", "32",
+                 "--patch-size", "64"])
     assert code == 2 and "--patch-size 64 must not exceed --face-size 32" in capsys.readouterr().err
-    code = main(["train", "--data", str(UTKFACE_VAL), "--output", str(out), "--resume", str(tmp_path)])
+    code = main(["train", "--data", str(example_faces), "--output", str(out), "--resume", str(tmp_path)])
     assert code == 2 and "not a checkpoint folder" in capsys.readouterr().err
     assert not out.exists()
 
@@ -839,38 +843,38 @@ def test_space_folder_keeps_files_already_there(tmp_path):
     assert (out / "app.py").read_text() == "my own demo" and [p.name for p in out.iterdir()] == ["app.py"]
 
 
-def test_evaluate_never_deletes_files_it_did_not_write(tmp_path):
+def test_evaluate_never_deletes_files_it_did_not_write(tmp_path, example_faces):
     from lpipdiff.pairs import ensure_pairs
     from lpipdiff.safe_files import OutputExistsError
 
     folder = tmp_path / "pairs" / "moderate"
-    ensure_pairs(UTKFACE_VAL, folder, "moderate", 32, seed=0, limit=2)
+    ensure_pairs(example_faces, folder, "moderate", 32, seed=0, limit=2)
     ours = sorted(p.name for p in (folder / "clean").iterdir())
     mine = folder / "clean" / "my_photo.png"
     mine.write_bytes(b"mine")
     with pytest.raises(OutputExistsError, match="clean/my_photo.png"):
-        ensure_pairs(UTKFACE_VAL, folder, "moderate", 32, seed=0, limit=3)  # other arguments: a rebuild
+        ensure_pairs(example_faces, folder, "moderate", 32, seed=0, limit=3)  # other arguments: a rebuild
     assert mine.read_bytes() == b"mine" and len(list((folder / "degraded").iterdir())) == 2
     mine.unlink()
-    ensure_pairs(UTKFACE_VAL, folder, "moderate", 32, seed=0, limit=3)  # its own files: replaced
+    ensure_pairs(example_faces, folder, "moderate", 32, seed=0, limit=3)  # its own files: replaced
     assert len(list((folder / "clean").iterdir())) == 3 and set(ours) < {p.name for p in (folder / "clean").iterdir()}
 
 
-def test_evaluate_keeps_earlier_results(tmp_path, capsys):
+def test_evaluate_keeps_earlier_results(tmp_path, capsys, example_faces):
     out = tmp_path / "eval"
     out.mkdir()
     (out / "results.json").write_text("my results")
     # --model names nothing loadable: the results check must come before the model to be seen at all.
-    code = main(["evaluate", "--data", str(UTKFACE_VAL), "--output", str(out), "--model", str(tmp_path / "none")])
+    code = main(["evaluate", "--data", str(example_faces), "--output", str(out), "--model", str(tmp_path / "none")])
     assert code == 1 and "results.json exists and was kept" in capsys.readouterr().err
     assert (out / "results.json").read_text() == "my results"
 
 
-def test_train_keeps_another_runs_folder(tmp_path, capsys):
+def test_train_keeps_another_runs_folder(tmp_path, capsys, example_faces):
     out = tmp_path / "run"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    assert main(["train", "--data", str(UTKFACE_VAL), "--output", str(out), "--max-steps", "1"]) == 1
+    assert main(["train", "--data", str(example_faces), "--output", str(out), "--max-steps", "1"]) == 1
     assert "notes.txt" in capsys.readouterr().err and (out / "notes.txt").read_text() == "mine"
 
 

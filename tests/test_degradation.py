@@ -55,6 +55,7 @@ def test_unknown_preset():
         Degradation("apocalyptic")
 
 
+@pytest.mark.shared
 def test_test_set_is_reproducible_and_independent_of_order(tmp_path):
     from conftest import UTKFACE_VAL
 

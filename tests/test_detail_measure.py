@@ -1,7 +1,9 @@
+
 """The detail measures of the real-photo benchmark, on a real face: noise is not structure."""
 
 import cv2
 import numpy as np
+import pytest
 
 from lpipdiff.detail_measure import laplacian_energy, structure_energy
 from lpipdiff.image_io import list_images, load_image_file
@@ -9,6 +11,7 @@ from lpipdiff.image_io import list_images, load_image_file
 from conftest import UTKFACE_VAL
 
 
+@pytest.mark.shared
 def test_structure_energy_ignores_noise_and_sees_blur():
     face = load_image_file(list_images(UTKFACE_VAL)[0])  # 200 px, float RGB
     mask = np.zeros(face.shape[:2], bool)

@@ -27,6 +27,7 @@ def test_empty_and_missing_files(tmp_path):
         load_image_file(tmp_path / "missing.jpg")
 
 
+@pytest.mark.shared
 def test_truncated_jpeg(tmp_path):
     data = next(UTKFACE_VAL.iterdir()).read_bytes()
     broken = tmp_path / "broken.jpg"
