@@ -145,7 +145,9 @@ class FaceRestorer:
             max_faces: restore only this many of the largest faces.
             callback_on_step_end: the pipeline's step callback (for progress, or to interrupt).
         """
-        sampling = sampling or SamplingOptions()
+        sampling = SamplingOptions() if sampling is None else sampling
+        if not isinstance(sampling, SamplingOptions):
+            raise TypeError(f"sampling must be a SamplingOptions or None (the defaults), got {type(sampling).__name__}")
         detail = self.detail if detail is None else check_number("detail", detail, 0, MAX_DETAIL)
         if isinstance(image, (list, tuple)):
             raise InvalidImageError("FaceRestorer.restore takes one photo at a time")

@@ -27,7 +27,7 @@ from lpipdiff.sampling import SamplingOptions
 from lpipdiff.serving import RestorationService
 from lpipdiff.settings import ServingSettings
 
-from conftest import EXAMPLES, face_restorer, tiny_pipeline
+from conftest import EXAMPLES, FACE_WEIGHTS, face_restorer, skip_without_shared, tiny_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 FACE = ROOT / "examples" / "astronaut_face_moderate.png"
@@ -188,7 +188,7 @@ RESTORER_ERRORS = {
     "NaN photo": (lambda p: np.full((64, 64, 3), np.nan, np.float32), {}, InvalidImageError, "NaN"),
     "a list of photos": (lambda p: [p, p], {}, InvalidImageError, "one photo at a time"),
     "no face": (lambda p: np.full((200, 300, 3), 128, np.uint8), {}, NoFaceError, "no face found"),
-    "a bad step count": (lambda p: p, {"num_inference_steps": 2.5}, ValueError, "whole number"),
+    "sampling settings as a dict": (lambda p: p, {"sampling": {"steps": 2}}, TypeError, "SamplingOptions"),
 }
 
 
@@ -256,8 +256,9 @@ def test_cli_refuses_bad_arguments(case, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_cli_stride_of_zero_is_an_error_not_the_default(tmp_path, saved_pipeline, capsys):
-    assert main(["restore", str(FACE), "-o", str(tmp_path), "--model", str(saved_pipeline), "--stride", "0"]) == 1
-    assert "patch_stride" in capsys.readouterr().err
+    # Refused with the arguments (exit 2), before any model loads or file is read.
+    assert main(["restore", str(FACE), "-o", str(tmp_path), "--model", str(saved_pipeline), "--stride", "0"]) == 2
+    assert "stride must be a whole number of pixels (at least 1)" in capsys.readouterr().err
 
 
 def test_cli_checks_the_output_folder_before_any_model_runs(tmp_path, capsys):
@@ -298,7 +299,9 @@ def demo_restore():
     """The demo's endpoint function, on a tiny model (no server: the function is called directly)."""
     import app
 
-    service = RestorationService(ServingSettings(), pipeline=tiny_pipeline(face_size=32, patch_size=16))
+    skip_without_shared()  # Auto mode looks for faces first: facexlib's detector weights
+    settings = ServingSettings(face_weights=str(FACE_WEIGHTS))
+    service = RestorationService(settings, pipeline=tiny_pipeline(face_size=32, patch_size=16))
 
     def restore(**request):
         return list(app.restore_function(service, 5)(**request, progress=lambda *args, **kwargs: None))
