@@ -26,7 +26,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None)
     parser.add_argument("--faces", default=str(SHARED / "data" / "utkface" / "val"))
+    parser.add_argument("--threads", type=int, default=2, help="compare digests taken with the same count: "
+                        "torch's reductions, hence the last bits of a whole photo, depend on it")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     from lpipdiff.faces import FaceRestorer
     from lpipdiff.image_io import list_images, load_image_file
     from lpipdiff.loading import load_pipeline
