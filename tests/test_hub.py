@@ -257,3 +257,12 @@ def test_space_front_matter_is_the_readme_s_and_matches_the_pinned_gradio():
     front = hub.space_front_matter()
     assert (ROOT / "README.md").read_text().startswith(front)
     assert f"sdk_version: {gradio.__version__}\n" in front
+
+
+def test_exported_files_get_the_mode_of_a_new_file(exported):
+    """safetensors writes its file 0600 (an atomic rename); everything exported gets the umask's mode."""
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {path.name: path.stat().st_mode & 0o777 for path in exported.rglob("*") if path.is_file()}
+    assert modes["diffusion_pytorch_model.safetensors"] == 0o666 & ~umask, modes
+    assert set(modes.values()) == {0o666 & ~umask}
