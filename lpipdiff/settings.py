@@ -10,6 +10,7 @@ from dataclasses import dataclass, fields
 MODEL_ENV = "LPIPDIFF_MODEL"  # a pipeline folder or Hub repo id instead of the bundled model
 DEVICE_ENV = "LPIPDIFF_DEVICE"  # cpu, cuda, ...
 FACE_WEIGHTS_ENV = "LPIPDIFF_FACEXLIB_WEIGHTS"  # facexlib's detector weights folder (offline machines)
+BG_UPSAMPLER_ENV = "LPIPDIFF_BG_UPSAMPLER"  # whole photos: the background upscaler (file, folder or short name)
 MAX_WORK_ENV = "LPIPDIFF_MAX_WORK"
 MAX_SECONDS_ENV = "LPIPDIFF_MAX_SECONDS"
 

@@ -34,9 +34,10 @@ import cv2
 import numpy as np
 import torch
 
+from .defaults import DEFAULT_BG_OVERLAP as DEFAULT_OVERLAP
+from .defaults import DEFAULT_BG_TILE as DEFAULT_TILE
+
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt")
-DEFAULT_TILE = 256
-DEFAULT_OVERLAP = 32
 # Upscaler weights are downloaded into this folder of the Hugging Face cache.
 CACHE_FOLDER = "lpipdiff-upscalers"
 
