@@ -139,7 +139,8 @@ class FaceRestorer:
         detail: float | None = None,
         max_faces: int | None = None,
         callback_on_step_end=None,
-        background: bool = True,
+        background: bool | np.ndarray = True,
+        upscale: float | None = None,
     ) -> PhotoRestoration:
         """Restore all faces of one photo. Safe to call from several threads at once.
 
@@ -153,7 +154,9 @@ class FaceRestorer:
             max_faces: restore only this many of the largest faces.
             callback_on_step_end: the pipeline's step callback (for progress, or to interrupt).
             background: upscale the background with the restorer's ``bg_upsampler`` (when it has
-                one); False: resize it plainly for this photo.
+                one); False: resize it plainly for this photo; an array: the upscaled photo itself
+                (float RGB at the output size), made once for several samples of one photo.
+            upscale: overrides the restorer's ``upscale`` for this photo.
         """
         sampling = SamplingOptions() if sampling is None else sampling
         if not isinstance(sampling, SamplingOptions):
@@ -161,15 +164,16 @@ class FaceRestorer:
         detail = self.detail if detail is None else check_number("detail", detail, 0, MAX_DETAIL)
         if isinstance(image, (list, tuple)):
             raise InvalidImageError("FaceRestorer.restore takes one photo at a time")
+        upscale = self.upscale if upscale is None else check_number("upscale", upscale, 1, 8)
         image = to_rgb_array(image)
         height, width = image.shape[:2]
-        if height * width * self.upscale**2 > MAX_OUTPUT_PIXELS:
+        if height * width * upscale**2 > MAX_OUTPUT_PIXELS:
             raise InvalidImageError(
-                f"a {width}x{height} photo upscaled {self.upscale:g}x would exceed {MAX_OUTPUT_PIXELS / 1e6:.0f} "
+                f"a {width}x{height} photo upscaled {upscale:g}x would exceed {MAX_OUTPUT_PIXELS / 1e6:.0f} "
                 "megapixels; use a smaller upscale or photo"
             )
         pipeline = sampling_pipeline(self.pipeline, sampling.scheduler)
-        helper = FaceHelper(self.detector, pipeline.unet.config.face_size, self.template, self.upscale)
+        helper = FaceHelper(self.detector, pipeline.unet.config.face_size, self.template, upscale)
         helper.read_image(_to_bgr_uint8(image))
         found = helper.detect()
         sides = helper.face_sides()
@@ -186,8 +190,13 @@ class FaceRestorer:
         result = pipeline(faces, generator=_split_generator(generator, len(faces)), output_type="np",
                           callback_on_step_end=callback_on_step_end, **sampling.pipeline_kwargs())
         upscaled = None
-        if background and self.bg_upsampler is not None:
-            upscaled = _to_bgr_uint8(self.bg_upsampler(image, self.upscale))
+        if isinstance(background, np.ndarray):
+            expected = (int(height * upscale), int(width * upscale), 3)
+            if background.shape != expected:
+                raise ValueError(f"the upscaled background is {background.shape}, expected {expected}")
+            upscaled = _to_bgr_uint8(background)
+        elif background and self.bg_upsampler is not None:
+            upscaled = _to_bgr_uint8(self.bg_upsampler(image, upscale))
         photo = _to_rgb_float(helper.paste([_to_bgr_uint8(face) for face in result.images], detail, upscaled))
         return PhotoRestoration(
             image=photo,

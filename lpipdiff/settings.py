@@ -42,6 +42,14 @@ class ServingSettings:
         queue_size: beyond this many waiting, requests are refused with "Queue is full".
         max_steps, max_samples: the largest values the controls and the API accept.
         max_upload_mb: the largest upload accepted.
+        bg_upsampler: the background upscaler of whole photos (a weights file or folder, or a short
+            name such as ``realesrgan-x4``); ``None``: backgrounds are resized plainly. Unavailable
+            weights (offline) do not stop the demo: it resizes plainly and says so.
+        bg_tile: the upscaler's tile side in pixels (its memory grows with the square).
+        bg_work_per_megapixel: the upscaler's work per input megapixel, in the units of
+            ``max_work`` (UNet patch evaluations of the same time); counted once per request.
+            Real-ESRGAN x4 on a free Space's 2 CPU cores (docs/BENCHMARKS.md).
+        max_upscale: the largest output upscale factor a visitor may ask for.
         aligned_max_side, aligned_max_aspect: in Auto mode an image without a detected face is
             restored as an aligned face only when it looks like one (this small and this square).
     """
@@ -60,6 +68,10 @@ class ServingSettings:
     max_upload_mb: int = 20
     aligned_max_side: int = 512
     aligned_max_aspect: float = 1.5
+    bg_upsampler: str | None = None
+    bg_tile: int = 256
+    bg_work_per_megapixel: int = 3000
+    max_upscale: int = 4
 
     def __post_init__(self):
         for field in fields(self):
@@ -74,6 +86,7 @@ class ServingSettings:
             "model": (MODEL_ENV, str),
             "device": (DEVICE_ENV, str),
             "face_weights": (FACE_WEIGHTS_ENV, str),
+            "bg_upsampler": (BG_UPSAMPLER_ENV, str),
             "max_work": (MAX_WORK_ENV, int),
             "max_seconds": (MAX_SECONDS_ENV, float),
         }
