@@ -165,12 +165,13 @@ class RestorationService:
         cannot be loaded (then :attr:`upscaler_problem` says why, and backgrounds are resized)."""
         if not self.settings.bg_upsampler:
             return None
+        pipeline = self.pipeline  # loaded first: it takes the same lock
         with self._loading:
             if self._upscaler is None and self.upscaler_problem is None:
                 from .upscaler import UpscalerError, load_upscaler
 
                 try:
-                    self._upscaler = load_upscaler(self.settings.bg_upsampler, device=self.pipeline.device,
+                    self._upscaler = load_upscaler(self.settings.bg_upsampler, device=pipeline.device,
                                                    tile=self.settings.bg_tile)
                 except UpscalerError as error:
                     self.upscaler_problem = str(error)
