@@ -19,7 +19,8 @@ import time
 
 MODELS = {
     "realesrgan-x4 (RRDB 23x64)": "ESRGAN(num_filters=64, num_blocks=23, scale=4)",
-    "realesrgan-x2 (RRDB 23x64, unshuffled)": "ESRGAN(in_nc=12, num_filters=64, num_blocks=23, scale=2, shuffle_factor=2)",
+    "realesrgan-x2 (RRDB 23x64, unshuffled)":
+        "ESRGAN(in_nc=12, num_filters=64, num_blocks=23, scale=2, shuffle_factor=2)",
     "realesr-general-x4v3 (Compact 32x64)": "Compact(num_feat=64, num_conv=32, upscale=4)",
 }
 
@@ -45,7 +46,8 @@ def measure(expression: str, tile: int, repeat: int) -> dict:
     for _ in range(repeat):
         upscaler(image)
     seconds = (time.perf_counter() - start) / repeat
-    return {"scale": upscaler.scale, "seconds_per_tile": seconds, "seconds_per_megapixel": seconds / (tile * tile / 1e6),
+    per_megapixel = seconds / (tile * tile / 1e6)
+    return {"scale": upscaler.scale, "seconds_per_tile": seconds, "seconds_per_megapixel": per_megapixel,
             "peak_mb": peak / 1024, "tile_growth_mb": (peak - before) / 1024, "threads": torch.get_num_threads()}
 
 
