@@ -48,7 +48,9 @@ class ServingSettings:
         bg_tile: the upscaler's tile side in pixels (its memory grows with the square).
         bg_work_per_megapixel: the upscaler's work per input megapixel, in the units of
             ``max_work`` (UNet patch evaluations of the same time); counted once per request.
-            Real-ESRGAN x4 on a free Space's 2 CPU cores (docs/BENCHMARKS.md).
+            Real-ESRGAN x4 on 2 CPU cores: about 2500 s a megapixel x 45 patch evaluations a
+            second (docs/BENCHMARKS.md), so a CPU Space refuses it under the default ``max_work``;
+            on a GPU lower this and raise ``max_work`` to match the GPU's speed.
         max_upscale: the largest output upscale factor a visitor may ask for.
         aligned_max_side, aligned_max_aspect: in Auto mode an image without a detected face is
             restored as an aligned face only when it looks like one (this small and this square).
@@ -70,7 +72,7 @@ class ServingSettings:
     aligned_max_aspect: float = 1.5
     bg_upsampler: str | None = None
     bg_tile: int = 256
-    bg_work_per_megapixel: int = 3000
+    bg_work_per_megapixel: int = 115_000
     max_upscale: int = 4
 
     def __post_init__(self):
