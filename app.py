@@ -53,7 +53,7 @@ class ImageUpload(gr.Image):
 def restore_function(service: RestorationService, outputs: int):
     """The endpoint: restore the faces of one image, yielding the ``outputs`` values (before/after,
     faces, uncertainty, PNG, status). Its arguments are the API's, in the order API calls have always
-    used (``fidelity`` last).
+    used (``fidelity``, then ``upscale`` and ``background``, last).
 
     The work runs in the service's lanes; this generator wakes Gradio twice a second so that the
     request stays stoppable: when its client goes away Gradio stops pulling from it, the service's
@@ -61,11 +61,12 @@ def restore_function(service: RestorationService, outputs: int):
     """
 
     def restore(image_path, mode="Auto", steps=DEFAULT_STEPS, scheduler=DEFAULT_SCHEDULER, strength=DEFAULT_STRENGTH,
-                stride=None, seed=0, samples=1, detail=DEFAULT_DETAIL, fidelity=DEFAULT_FIDELITY,
-                progress=gr.Progress()):
+                stride=None, seed=0, samples=1, detail=DEFAULT_DETAIL, fidelity=DEFAULT_FIDELITY, upscale=1,
+                background=False, progress=gr.Progress()):
         try:
-            request = service.request(image_path, mode, samples, detail, steps=steps, scheduler=scheduler,
-                                      strength=strength, stride=stride, seed=seed, fidelity=fidelity)
+            request = service.request(image_path, mode, samples, detail, upscale, background, steps=steps,
+                                      scheduler=scheduler, strength=strength, stride=stride, seed=seed,
+                                      fidelity=fidelity)
             job = service.submit(request, progress)
             while not job.finished(timeout=0.5):
                 yield tuple(gr.skip() for _ in range(outputs))
@@ -96,6 +97,13 @@ def build_demo(service: RestorationService) -> gr.Blocks:
                 fidelity = gr.Slider(0, 1, value=DEFAULT_FIDELITY, step=0.05, elem_id="fidelity",
                                      label="Fidelity (1: the model's mean estimate, most faithful but smooth; "
                                            "lower: sharper, sampled detail that drifts from the person)")
+                with gr.Row():
+                    upscale = gr.Radio([1, 2, 4][: max(1, settings.max_upscale.bit_length())], value=1,
+                                       label="Whole photo: upscale")
+                    background = gr.Checkbox(
+                        value=False, interactive=bool(settings.bg_upsampler),
+                        label=f"Upscale the background with {settings.bg_upsampler}" if settings.bg_upsampler
+                        else "Background upscaler (not configured: LPIPDIFF_BG_UPSAMPLER)")
                 with gr.Accordion("Sampling (experts)", open=False):
                     steps = gr.Slider(1, settings.max_steps, value=DEFAULT_STEPS, step=1,
                                       label="Steps of the schedule (about (1 - fidelity) x steps of them run)")
@@ -130,7 +138,8 @@ def build_demo(service: RestorationService) -> gr.Blocks:
         outputs = [slider, faces, uncertainty, download, status]
         button.click(lambda: ("", None), outputs=[status, download], queue=False, api_name=False).then(
             restore_function(service, len(outputs)),
-            inputs=[image, mode, steps, scheduler, strength, stride, seed, samples, detail, fidelity],
+            inputs=[image, mode, steps, scheduler, strength, stride, seed, samples, detail, fidelity, upscale,
+                    background],
             outputs=outputs,
             api_name="restore",
         )

@@ -22,6 +22,7 @@ from .argtypes import (
 )
 from .cli_options import (
     HelpFormatter,
+    add_bg_upsampler_arguments,
     add_face_weights_argument,
     add_sampling_arguments,
     face_weights,
@@ -104,17 +105,95 @@ def report(problems: list[str]) -> None:
 FILE_ERRORS = (ValueError, OSError, RuntimeError, MemoryError)
 
 
+def load_restorers(args, sampling, device=None):
+    """The pipeline and, for whole photos, the :class:`FaceRestorer` (with its background upscaler)."""
+    from .loading import load_pipeline
+
+    pipeline = load_pipeline(args.model, scheduler=sampling.scheduler, device=device or args.device)
+    restorer = None
+    if args.whole_photo:
+        from .faces import FaceRestorer
+
+        upsampler = None
+        if args.bg_upsampler:
+            from .upscaler import load_upscaler
+
+            upsampler = load_upscaler(args.bg_upsampler, device=pipeline.device, tile=args.bg_tile)
+        restorer = FaceRestorer(pipeline, detector=args.detector, weights_dir=face_weights(args),
+                                upscale=args.upscale, only_largest=args.only_largest,
+                                min_face_size=args.min_face_size, detail=args.detail, bg_upsampler=upsampler)
+    return pipeline, restorer
+
+
+def restore_one(pipeline, restorer, sampling, callback=None):
+    """``restore(path) -> (image, faces)`` for one input file."""
+    from .image_io import load_image_file
+    from .sampling import sampling_pipeline
+
+    aligned = sampling_pipeline(pipeline, sampling.scheduler)
+
+    def restore(path):
+        image = load_image_file(path)
+        if restorer is not None:
+            result = restorer.restore(image, sampling, callback_on_step_end=callback)
+            return result.image, len(result.faces)
+        return aligned(image, generator=sampling.generators(1), output_type="np", callback_on_step_end=callback,
+                       **sampling.pipeline_kwargs()).images[0], 1
+
+    return restore
+
+
+def archive_mode(args) -> bool:
+    """The resumable, multi-process path: asked for, or launched as one of several processes
+    (accelerate launch, torchrun: ``WORLD_SIZE``, read here at the command's edge)."""
+    return args.archive or args.recursive or int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
+
+
+def cmd_restore_archive(args, sampling) -> int:
+    import torch
+    from accelerate import PartialState
+
+    from .archive import plan_archive, run_archive
+    from .image_io import save_image
+    from .loading import ModelLoadError
+
+    state = PartialState(cpu=not torch.cuda.is_available() or str(args.device or "").startswith("cpu"))
+    output_dir = Path(args.output)
+    items, problems = plan_archive(args.inputs, output_dir, args.recursive)
+    folder_problem = prepare_output_folder(output_dir) if state.is_main_process else None
+    if folder_problem or not items:
+        if state.is_main_process:
+            report(problems + ([folder_problem] if folder_problem else []) + ["nothing to restore"] * (not items))
+        return 2 if folder_problem else 1
+    try:
+        pipeline, restorer = load_restorers(args, sampling, device=args.device or state.device)
+    except (ModelLoadError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    state.wait_for_everyone()  # the output folder exists before any process plans in it
+
+    def save(image, target, replace):
+        save_image(image, target, overwrite=replace or args.overwrite)
+
+    return run_archive(items, problems, output_dir, restore_one(pipeline, restorer, sampling), save, state,
+                       overwrite=args.overwrite, file_errors=FILE_ERRORS)
+
+
 def cmd_restore(args) -> int:
     try:
         sampling = sampling_options(args)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.bg_upsampler and not args.whole_photo:
+        print("error: --bg-upsampler upscales the background of whole photos: add --whole-photo", file=sys.stderr)
+        return 2
+    if archive_mode(args):
+        return cmd_restore_archive(args, sampling)
     from tqdm.auto import tqdm
 
-    from .image_io import load_image_file, save_image
-    from .loading import ModelLoadError, load_pipeline
-    from .sampling import sampling_pipeline
+    from .image_io import save_image
+    from .loading import ModelLoadError
 
     files, problems = collect_inputs(args.inputs)
     output_dir = Path(args.output)
@@ -129,14 +208,7 @@ def cmd_restore(args) -> int:
         print("error: nothing to restore", file=sys.stderr)
         return 1
     try:
-        pipeline = load_pipeline(args.model, scheduler=sampling.scheduler, device=args.device)
-        restorer = None
-        if args.whole_photo:
-            from .faces import FaceRestorer
-
-            restorer = FaceRestorer(pipeline, detector=args.detector, weights_dir=face_weights(args),
-                                    upscale=args.upscale, only_largest=args.only_largest,
-                                    min_face_size=args.min_face_size, detail=args.detail)
+        pipeline, restorer = load_restorers(args, sampling)
     except (ModelLoadError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -148,16 +220,10 @@ def cmd_restore(args) -> int:
         progress.set_postfix_str(f"step {step + 1}/{pipe.num_timesteps}")
         return {}
 
-    aligned = sampling_pipeline(pipeline, sampling.scheduler)
+    restore = restore_one(pipeline, restorer, sampling, show_step)
     for path, target in progress:
         try:
-            image = load_image_file(path)
-            if restorer is not None:
-                restored = restorer.restore(image, sampling, callback_on_step_end=show_step).image
-            else:
-                restored = aligned(image, generator=sampling.generators(1), output_type="np",
-                                   callback_on_step_end=show_step, **sampling.pipeline_kwargs()).images[0]
-            save_image(restored, target, overwrite=args.overwrite)
+            save_image(restore(path)[0], target, overwrite=args.overwrite)
         except FILE_ERRORS as error:
             failed += 1
             tqdm.write(f"error: {path}: {error}", file=sys.stderr)
@@ -260,6 +326,13 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--detector", default=DEFAULT_DETECTOR, choices=DETECTOR_NAMES,
                          help="whole-photo: facexlib's RetinaFace backbone")
     add_face_weights_argument(restore)
+    add_bg_upsampler_arguments(restore)
+    restore.add_argument("--recursive", action="store_true",
+                         help="restore the images of every subfolder too, keeping the folder structure under OUTPUT "
+                              "(implies --archive)")
+    restore.add_argument("--archive", action="store_true",
+                         help="resumable: a manifest in OUTPUT records each input, and a rerun skips what is done "
+                              "(implied under accelerate launch with several processes, which share the inputs)")
     restore.set_defaults(handler=cmd_restore)
 
     degrade = command("degrade", "make degraded copies, or a seeded clean/degraded test set")

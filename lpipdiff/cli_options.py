@@ -10,7 +10,7 @@ import argparse
 
 from . import defaults
 from .argtypes import device_argument, existing_folder
-from .settings import DEVICE_ENV, FACE_WEIGHTS_ENV, MODEL_ENV, from_environment
+from .settings import BG_UPSAMPLER_ENV, DEVICE_ENV, FACE_WEIGHTS_ENV, MODEL_ENV, from_environment
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -60,6 +60,20 @@ def add_face_weights_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--face-weights", type=existing_folder, default=None,
                         help=f"whole photos: facexlib's weights folder (default: ${FACE_WEIGHTS_ENV}, else facexlib "
                              "downloads them)")
+
+
+def add_bg_upsampler_arguments(parser: argparse.ArgumentParser) -> None:
+    """The background upscaler of whole photos (lpipdiff.upscaler)."""
+    from .argtypes import int_range
+
+    parser.add_argument("--bg-upsampler", default=from_environment(BG_UPSAMPLER_ENV), metavar="MODEL",
+                        help="whole-photo: upscale the background with this model: a weights file or folder spandrel "
+                             "loads (safetensors, or a weights-only .pth), or realesrgan-x4 / realesrgan-x2 "
+                             f"(downloaded once into the Hugging Face cache) (default: ${BG_UPSAMPLER_ENV}, else "
+                             "plain Lanczos resizing)")
+    parser.add_argument("--bg-tile", type=int_range(32, 4096), default=defaults.DEFAULT_BG_TILE,
+                        help="whole-photo: the background upscaler's tile side in pixels (memory grows with its "
+                             "square)")
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:

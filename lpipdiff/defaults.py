@@ -36,3 +36,8 @@ DEFAULT_DETECTOR = "mobilenet"
 # of the input's damage (docs/RESULTS.md).
 DEFAULT_DETAIL = 1.0
 MAX_DETAIL = 1.0
+
+# Whole photos: the background upscaler's input tile side (lpipdiff.upscaler; memory grows with its
+# square) and the pixels neighbouring tiles share (blended).
+DEFAULT_BG_TILE = 256
+DEFAULT_BG_OVERLAP = 32

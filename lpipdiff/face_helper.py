@@ -66,18 +66,22 @@ class FaceHelper(FaceRestoreHelper):
         self.align_warp_face()
         return self.cropped_faces
 
-    def paste(self, restored_faces: list[np.ndarray], detail: float) -> np.ndarray:
+    def paste(self, restored_faces: list[np.ndarray], detail: float,
+              background: np.ndarray | None = None) -> np.ndarray:
         """The upscaled photo with the restored crops (BGR uint8, ``face_size``) pasted back with
-        facexlib's soft square mask. Faces at or below the model's size in the output (and every
-        face when ``detail`` is 0) are pasted as facexlib pastes them; each larger face is pasted at
-        its own output size with the input's detail finer than ``face_size / detail`` pixels across
-        the face (:func:`lpipdiff.detail.keep_input_detail`). Returns the BGR uint8 photo."""
+        facexlib's soft square mask, onto ``background`` (BGR uint8 at the output size, e.g. from a
+        background upscaler) or else the input resized with Lanczos. Faces at or below the model's
+        size in the output (and every face when ``detail`` is 0) are pasted as facexlib pastes
+        them; each larger face is pasted at its own output size with the input's detail finer than
+        ``face_size / detail`` pixels across the face (:func:`lpipdiff.detail.keep_input_detail`),
+        taken from ``background`` when there is one, so that the face's fine detail is the
+        background's own where the two meet. Returns the BGR uint8 photo."""
         model_size = self.face_size[0]
         scales = [output_scale(affine, self.upscale_factor) for affine in self.affine_matrices]
         larger = [detail > 0 and scale > 1 for scale in scales]
         pairs = list(zip(restored_faces, self.affine_matrices))
         small = [pair for pair, large in zip(pairs, larger) if not large]
-        photo = self._sibling(model_size).paste_crops(self.input_img, small)
+        photo = self._sibling(model_size).paste_crops(self.input_img, small, background=background)
         for face, affine, scale, large in zip(restored_faces, self.affine_matrices, scales, larger):
             if not large:
                 continue
@@ -85,7 +89,10 @@ class FaceHelper(FaceRestoreHelper):
             to_crop = crop_transform(affine, size / model_size)
             # One Lanczos resampling of the input, as for facexlib's background; reflected
             # borders keep the image edge from leaking a step into the detail band.
-            input_crop = cv2.warpAffine(self.input_img, to_crop, (size, size), flags=cv2.INTER_LANCZOS4,
+            source, warp = self.input_img, to_crop
+            if background is not None:
+                source, warp = background, from_output_grid(to_crop, self.upscale_factor)
+            input_crop = cv2.warpAffine(source, warp, (size, size), flags=cv2.INTER_LANCZOS4,
                                         borderMode=cv2.BORDER_REFLECT101)
             detailed = np.clip(keep_input_detail(face, input_crop, detail), 0, 255)
             photo = self._sibling(size).paste_crops(self.input_img, [(detailed, to_crop)], background=photo)
@@ -104,6 +111,14 @@ class FaceHelper(FaceRestoreHelper):
     def _sibling(self, face_size: int) -> FaceHelper:
         """An empty helper like this one but for crops of another size (the paste's mask is built at it)."""
         return FaceHelper(self.face_det, face_size, self.template, self.upscale_factor)
+
+
+def from_output_grid(affine: np.ndarray, upscale: float) -> np.ndarray:
+    """``affine`` (input photo -> crop) as a map from the photo upscaled ``upscale`` times (pixel
+    centres as cv2.resize places them: input x sits at ``upscale * x + (upscale - 1) / 2``)."""
+    linear = affine[:, :2] / upscale
+    offset = (upscale - 1) / 2
+    return np.concatenate([linear, (affine[:, 2] - linear.sum(axis=1) * offset)[:, None]], axis=1)
 
 
 def box_iou(a, b) -> float:

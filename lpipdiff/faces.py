@@ -104,6 +104,9 @@ class FaceRestorer:
             :mod:`lpipdiff.detail`). 1 (default): all of it above the model's resolution, so
             no face loses what the upscaled input had there; 0: the restoration alone, scaled
             up. Faces at or below the model's size are unaffected.
+        bg_upsampler: a :class:`~lpipdiff.upscaler.BackgroundUpscaler` (``load_upscaler(...)``) that
+            makes the upscaled photo the faces are pasted onto; ``None``: the photo is resized
+            (Lanczos).
     """
 
     def __init__(
@@ -116,7 +119,11 @@ class FaceRestorer:
         min_face_size: int = 0,
         template: str | np.ndarray = "utkface",
         detail: float = DEFAULT_DETAIL,
+        bg_upsampler=None,
     ):
+        if bg_upsampler is not None and not callable(bg_upsampler):
+            raise TypeError(f"bg_upsampler must be a BackgroundUpscaler or None, got {type(bg_upsampler).__name__}")
+        self.bg_upsampler = bg_upsampler
         check_restorer_settings(detector, DETECTOR_MODELS, upscale, only_largest, min_face_size, detail, MAX_DETAIL)
         self.pipeline, self.upscale = pipeline, float(upscale)
         self.detail = float(detail)
@@ -132,6 +139,8 @@ class FaceRestorer:
         detail: float | None = None,
         max_faces: int | None = None,
         callback_on_step_end=None,
+        background: bool | np.ndarray = True,
+        upscale: float | None = None,
     ) -> PhotoRestoration:
         """Restore all faces of one photo. Safe to call from several threads at once.
 
@@ -144,6 +153,10 @@ class FaceRestorer:
             detail: overrides the restorer's ``detail`` for this photo.
             max_faces: restore only this many of the largest faces.
             callback_on_step_end: the pipeline's step callback (for progress, or to interrupt).
+            background: upscale the background with the restorer's ``bg_upsampler`` (when it has
+                one); False: resize it plainly for this photo; an array: the upscaled photo itself
+                (float RGB at the output size), made once for several samples of one photo.
+            upscale: overrides the restorer's ``upscale`` for this photo.
         """
         sampling = SamplingOptions() if sampling is None else sampling
         if not isinstance(sampling, SamplingOptions):
@@ -151,15 +164,16 @@ class FaceRestorer:
         detail = self.detail if detail is None else check_number("detail", detail, 0, MAX_DETAIL)
         if isinstance(image, (list, tuple)):
             raise InvalidImageError("FaceRestorer.restore takes one photo at a time")
+        upscale = self.upscale if upscale is None else check_number("upscale", upscale, 1, 8)
         image = to_rgb_array(image)
         height, width = image.shape[:2]
-        if height * width * self.upscale**2 > MAX_OUTPUT_PIXELS:
+        if height * width * upscale**2 > MAX_OUTPUT_PIXELS:
             raise InvalidImageError(
-                f"a {width}x{height} photo upscaled {self.upscale:g}x would exceed {MAX_OUTPUT_PIXELS / 1e6:.0f} "
+                f"a {width}x{height} photo upscaled {upscale:g}x would exceed {MAX_OUTPUT_PIXELS / 1e6:.0f} "
                 "megapixels; use a smaller upscale or photo"
             )
         pipeline = sampling_pipeline(self.pipeline, sampling.scheduler)
-        helper = FaceHelper(self.detector, pipeline.unet.config.face_size, self.template, self.upscale)
+        helper = FaceHelper(self.detector, pipeline.unet.config.face_size, self.template, upscale)
         helper.read_image(_to_bgr_uint8(image))
         found = helper.detect()
         sides = helper.face_sides()
@@ -175,7 +189,15 @@ class FaceRestorer:
         generator = generator if generator is not None else torch.Generator().manual_seed(sampling.seed)
         result = pipeline(faces, generator=_split_generator(generator, len(faces)), output_type="np",
                           callback_on_step_end=callback_on_step_end, **sampling.pipeline_kwargs())
-        photo = _to_rgb_float(helper.paste([_to_bgr_uint8(face) for face in result.images], detail))
+        upscaled = None
+        if isinstance(background, np.ndarray):
+            expected = (int(height * upscale), int(width * upscale), 3)
+            if background.shape != expected:
+                raise ValueError(f"the upscaled background is {background.shape}, expected {expected}")
+            upscaled = _to_bgr_uint8(background)
+        elif background and self.bg_upsampler is not None:
+            upscaled = _to_bgr_uint8(self.bg_upsampler(image, upscale))
+        photo = _to_rgb_float(helper.paste([_to_bgr_uint8(face) for face in result.images], detail, upscaled))
         return PhotoRestoration(
             image=photo,
             faces=faces,

@@ -89,6 +89,8 @@ class RestoreRequest:
     sampling: SamplingOptions
     samples: int = 1
     detail: float = DEFAULT_DETAIL
+    upscale: int = 1
+    background: bool = False  # whole photos: upscale the background with the settings' upscaler
 
 
 @dataclass
@@ -140,6 +142,7 @@ class RestorationService:
         self.tally = Tally()
         self.lanes = {lane: ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"restore-{lane}") for lane in LANES}
         self._pipeline, self._face_restorer = pipeline, None
+        self._upscaler, self.upscaler_problem = None, None
         self._loading = threading.Lock()
 
     @property
@@ -157,6 +160,28 @@ class RestorationService:
                 self._face_restorer = FaceRestorer(pipeline, weights_dir=self.settings.face_weights)
             return self._face_restorer
 
+    def background_upscaler(self):
+        """The settings' background upscaler, loaded on first use; ``None`` when there is none or it
+        cannot be loaded (then :attr:`upscaler_problem` says why, and backgrounds are resized)."""
+        if not self.settings.bg_upsampler:
+            return None
+        pipeline = self.pipeline  # loaded first: it takes the same lock
+        with self._loading:
+            if self._upscaler is None and self.upscaler_problem is None:
+                from .upscaler import UpscalerError, load_upscaler
+
+                try:
+                    self._upscaler = load_upscaler(self.settings.bg_upsampler, device=pipeline.device,
+                                                   tile=self.settings.bg_tile)
+                except UpscalerError as error:
+                    self.upscaler_problem = str(error)
+            return self._upscaler
+
+    def background_work(self, upscaler, height: int, width: int) -> int:
+        """The upscaler's work on one photo, in ``max_work``'s units (its tiles' input megapixels)."""
+        megapixels = upscaler.tiles(height, width) * min(upscaler.tile, height) * min(upscaler.tile, width) / 1e6
+        return int(np.ceil(megapixels * self.settings.bg_work_per_megapixel))
+
     @property
     def patch_size(self) -> int:
         return self.pipeline.unet.config.patch_size
@@ -166,11 +191,13 @@ class RestorationService:
         return (
             f"Limits: images up to {MAX_PIXELS // 1_000_000} megapixels and {s.max_upload_mb} MB; up to "
             f"{s.max_steps} steps and {s.max_samples} samples, and {s.max_work} patch restorations a request "
-            "(faces x samples x steps x patches per step; the largest faces are kept). Grayscale, RGBA (alpha is "
+            "(faces x samples x steps x patches per step; the largest faces are kept; background upscaling counts "
+            f"{s.bg_work_per_megapixel} a megapixel). Grayscale, RGBA (alpha is "
             "dropped) and 16-bit images are accepted."
         )
 
-    def request(self, image_path, mode: str = "Auto", samples=1, detail=DEFAULT_DETAIL, **sampling) -> RestoreRequest:
+    def request(self, image_path, mode: str = "Auto", samples=1, detail=DEFAULT_DETAIL, upscale=1, background=False,
+                **sampling) -> RestoreRequest:
         """A request from the form's (or the API's) values, validated: a ValueError says what is wrong.
         ``sampling`` are :class:`SamplingOptions`' fields."""
         if not image_path:
@@ -186,7 +213,12 @@ class RestorationService:
             raise ValueError(f"samples must be a whole number 1..{self.settings.max_samples}, got {samples!r}")
         if isinstance(detail, bool) or not isinstance(detail, (int, float)) or not 0 <= detail <= 1:
             raise ValueError(f"detail must be a number between 0 and 1, got {detail!r}")
-        return RestoreRequest(str(image_path), mode, options, samples, float(detail))
+        upscale = whole_if_integral(upscale)
+        if isinstance(upscale, bool) or not isinstance(upscale, int) or not 1 <= upscale <= self.settings.max_upscale:
+            raise ValueError(f"upscale must be a whole number 1..{self.settings.max_upscale}, got {upscale!r}")
+        if not isinstance(background, bool):
+            raise ValueError(f"background must be true or false, got {background!r}")
+        return RestoreRequest(str(image_path), mode, options, samples, float(detail), upscale, background)
 
     def work_per_face(self, request: RestoreRequest) -> int:
         """UNet patch evaluations to restore one face: samples x steps x patches a step."""
@@ -195,21 +227,29 @@ class RestorationService:
         patches = PatchGrid(config.face_size, config.face_size, config.patch_size, stride).num_patches
         return request.samples * request.sampling.unet_steps() * patches
 
-    def affordable_faces(self, request: RestoreRequest) -> int:
-        """How many faces the request may restore within ``max_work``; a clear error when not one."""
+    def affordable_faces(self, request: RestoreRequest, background_work: int = 0) -> int:
+        """How many faces the request may restore within ``max_work`` less the background's work; a
+        clear error when not one."""
         per_face = self.work_per_face(request)
+        if background_work and per_face + background_work > self.settings.max_work:
+            raise ValueError(
+                f"upscaling this photo's background needs {background_work} units of work and its faces {per_face} "
+                f"each, more than the {self.settings.max_work} allowed: turn background upscaling off, or use a "
+                "smaller photo or fewer steps"
+            )
         if per_face > self.settings.max_work:
             raise ValueError(
                 f"this request needs {per_face} patch restorations a face ({request.samples} sample(s) x "
                 f"{request.sampling.unet_steps()} steps x patches), more than the {self.settings.max_work} allowed: "
                 "use fewer steps or samples, a higher fidelity or a larger patch stride"
             )
-        return self.settings.max_work // per_face
+        return (self.settings.max_work - background_work) // per_face
 
     def submit(self, request: RestoreRequest, progress: Callable | None = None) -> Job:
         """Queue the request in its lane; ``progress((done, total), desc=...)`` is called as it goes."""
         try:
-            lane = "light" if self.work_per_face(request) <= self.settings.light_work else "heavy"
+            light = self.work_per_face(request) <= self.settings.light_work and not request.background
+            lane = "light" if light else "heavy"
         except ValueError:
             lane = "heavy"  # a stride the model refuses: the restoration explains it, in either lane
         watchdog = Watchdog(self.settings.max_seconds, self.settings.abandoned_after)
@@ -230,7 +270,9 @@ class RestorationService:
         watchdog.start()
         started = time.perf_counter()
         image = load_image_file(request.image_path)
-        max_faces = self.affordable_faces(request)
+        upscaler = self.background_upscaler() if request.background and request.mode != "Aligned face" else None
+        background_work = self.background_work(upscaler, *image.shape[:2]) if upscaler is not None else 0
+        max_faces = self.affordable_faces(request, background_work)
         done = [0]
 
         def on_step(pipe, step, timestep, callback_kwargs):
@@ -242,16 +284,26 @@ class RestorationService:
             return {}
 
         whole_photo, note, outputs = request.mode != "Aligned face", "", []
+        background = False
+        if request.background and whole_photo:
+            if upscaler is None:
+                problem = self.upscaler_problem or "no upscaler is configured (LPIPDIFF_BG_UPSAMPLER)"
+                note = f"Background upscaling is unavailable ({problem}): the background was resized plainly. "
+            else:
+                if progress is not None:
+                    progress((0, 1), desc="upscaling the background")
+                background = upscaler(image, request.upscale)
         for sample in range(request.samples):
             options = request.sampling
             sampling = SamplingOptions(**{**options.as_dict(), "seed": options.seed + sample})
             if whole_photo:
                 try:
                     result = self.face_restorer.restore(image, sampling, detail=request.detail, max_faces=max_faces,
-                                                        callback_on_step_end=on_step)
+                                                        callback_on_step_end=on_step, background=background,
+                                                        upscale=request.upscale)
                     outputs.append((result.image, result.faces, result.restored_faces, result.uncertainty))
                     if result.faces_found > len(result.faces):
-                        note = (f"Restored the {len(result.faces)} largest of {result.faces_found} faces "
+                        note += (f"Restored the {len(result.faces)} largest of {result.faces_found} faces "
                                 "(the limit of one request). ")
                 except NoFaceError:
                     if request.mode == "Whole photo" or not self.looks_aligned(image):

@@ -10,6 +10,7 @@ from dataclasses import dataclass, fields
 MODEL_ENV = "LPIPDIFF_MODEL"  # a pipeline folder or Hub repo id instead of the bundled model
 DEVICE_ENV = "LPIPDIFF_DEVICE"  # cpu, cuda, ...
 FACE_WEIGHTS_ENV = "LPIPDIFF_FACEXLIB_WEIGHTS"  # facexlib's detector weights folder (offline machines)
+BG_UPSAMPLER_ENV = "LPIPDIFF_BG_UPSAMPLER"  # whole photos: the background upscaler (file, folder or short name)
 MAX_WORK_ENV = "LPIPDIFF_MAX_WORK"
 MAX_SECONDS_ENV = "LPIPDIFF_MAX_SECONDS"
 
@@ -41,6 +42,16 @@ class ServingSettings:
         queue_size: beyond this many waiting, requests are refused with "Queue is full".
         max_steps, max_samples: the largest values the controls and the API accept.
         max_upload_mb: the largest upload accepted.
+        bg_upsampler: the background upscaler of whole photos (a weights file or folder, or a short
+            name such as ``realesrgan-x4``); ``None``: backgrounds are resized plainly. Unavailable
+            weights (offline) do not stop the demo: it resizes plainly and says so.
+        bg_tile: the upscaler's tile side in pixels (its memory grows with the square).
+        bg_work_per_megapixel: the upscaler's work per input megapixel, in the units of
+            ``max_work`` (UNet patch evaluations of the same time); counted once per request.
+            Real-ESRGAN x4 on 2 CPU cores: about 2500 s a megapixel x 45 patch evaluations a
+            second (docs/BENCHMARKS.md), so a CPU Space refuses it under the default ``max_work``;
+            on a GPU lower this and raise ``max_work`` to match the GPU's speed.
+        max_upscale: the largest output upscale factor a visitor may ask for.
         aligned_max_side, aligned_max_aspect: in Auto mode an image without a detected face is
             restored as an aligned face only when it looks like one (this small and this square).
     """
@@ -59,6 +70,10 @@ class ServingSettings:
     max_upload_mb: int = 20
     aligned_max_side: int = 512
     aligned_max_aspect: float = 1.5
+    bg_upsampler: str | None = None
+    bg_tile: int = 256
+    bg_work_per_megapixel: int = 115_000
+    max_upscale: int = 4
 
     def __post_init__(self):
         for field in fields(self):
@@ -73,6 +88,7 @@ class ServingSettings:
             "model": (MODEL_ENV, str),
             "device": (DEVICE_ENV, str),
             "face_weights": (FACE_WEIGHTS_ENV, str),
+            "bg_upsampler": (BG_UPSAMPLER_ENV, str),
             "max_work": (MAX_WORK_ENV, int),
             "max_seconds": (MAX_SECONDS_ENV, float),
         }
