@@ -120,8 +120,6 @@ def build_demo(service: RestorationService) -> gr.Blocks:
                                              "the model's resolution; 0: none, softer than the input)")
                 guard_number_inputs(fidelity=fidelity, steps=steps, strength=strength, stride=stride, seed=seed,
                                     samples=samples, detail=detail)
-                guard_number_inputs(fidelity=fidelity, steps=steps, strength=strength, stride=stride, seed=seed,
-                                    samples=samples, detail=detail)
                 button = gr.Button("Restore", variant="primary", elem_id="restore-button")
                 gr.Markdown(service.limits_text())
             with gr.Column():
