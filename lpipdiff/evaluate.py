@@ -6,8 +6,9 @@ For each preset, clean/degraded pairs are written once (seeded by file name) und
 ``OUTPUT/pairs/PRESET`` and reused. The degraded input itself (the bicubic baseline: it
 is already upsampled back to full size) and the model's restorations are measured side
 by side: PSNR, SSIM, ST-LPIPS, FID, dlib identity distance with the fraction of faces
-dlib would call the same person (< 0.6), and 68-point landmark distance. Results go to
-``OUTPUT/results.json`` and ``OUTPUT/results.md``.
+dlib would call the same person (< 0.6), and 68-point landmark distance, over all faces and
+in each age band read from UTKFace file names (0-12, 13-19, 20-59, 60+; ``bands`` in the
+JSON, :mod:`lpipdiff.age_bands`). Results go to ``OUTPUT/results.json`` and ``OUTPUT/results.md``.
 """
 
 from __future__ import annotations
@@ -66,9 +67,13 @@ def run(args) -> int:
         if args.save_images:
             for name, image in zip(names, restored):
                 save_image(image, output / "restored" / preset / name)
-        baseline = {"n": len(names), **metrics(degraded, clean)}
-        model = {"n": len(names), **metrics(restored, clean), "seconds_per_face": seconds}
+        baseline, baseline_bands = metrics.with_bands(names, degraded, clean)  # overall and per age band
+        model, model_bands = metrics.with_bands(names, restored, clean)
+        model["seconds_per_face"] = seconds
         results["presets"][preset] = {"degraded input": baseline, args.label: model}
+        results.setdefault("bands", {})[preset] = {
+            band: {"degraded input": baseline_bands[band], args.label: model_bands[band]} for band in baseline_bands
+        }
         print(f"{preset}: input {json.dumps(baseline)}\n{preset}: {args.label} {json.dumps(model)}")
     (output / "results.json").write_text(json.dumps(results, indent=2))
     (output / "results.md").write_text(results_table(results))

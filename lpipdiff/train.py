@@ -89,6 +89,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     add("--memory-budget-gb", type=float, default=DEFAULT_MEMORY_BUDGET / 2**30,
         help="decoded faces up to this size are held on the device; beyond it they are decoded by workers")
     add("--num-workers", type=int, default=2, help="decoding workers, used only beyond the memory budget")
+    add("--band-weights", default=None,
+        help="age-aware mix: relative draw weight of a face by UTKFace age band, e.g. '0-12=1,13-19=1,20-59=2,60+=2' "
+             "(bands not named: 0) or '0,0,1,1' (adults only); default: every face equally")
     add("--seed", type=int, default=0)
     add("--resume", default=None, help="'latest' or a checkpoint folder")
     add("--export-fp16", action="store_true", help="export the final pipeline with fp16 weights")
@@ -143,7 +146,13 @@ def plain_arguments(args) -> dict:
 def training_batches(args, unet_config, device) -> PatchBatches:
     """Endless batches on ``device``; every process of a multi-GPU run draws its own."""
     faces = open_faces(args.data, unet_config.face_size)
-    source = face_source(faces, device, int(args.memory_budget_gb * 2**30), args.num_workers)
+    weights = None
+    if getattr(args, "band_weights", None):
+        from .age_bands import band_shares, parse_band_weights, sampling_weights
+
+        weights = sampling_weights(faces.names, parse_band_weights(args.band_weights))
+        print("age-band shares of draws:", {b: round(s, 3) for b, s in band_shares(faces.names, weights).items()})
+    source = face_source(faces, device, int(args.memory_budget_gb * 2**30), args.num_workers, weights=weights)
     degradation = BatchDegradation(face_size=unet_config.face_size)
     return PatchBatches(source, degradation, unet_config.patch_size, args.batch_size, args.patches_per_face)
 
