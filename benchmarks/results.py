@@ -122,8 +122,12 @@ def main() -> None:
         row = {"preset": preset, "setting": setting, **{m: float(np.mean(v)) for m, v in faces.items()},
                "seam": seam(images), **extra}
         rows.append(row)
-        bands.extend(band_rows(row, names, faces))
-        print(json.dumps(row), flush=True)
+        new_bands = band_rows(row, names, faces)
+        bands.extend(new_bands)
+        for line in [row, *new_bands]:
+            print(json.dumps(line), flush=True)
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "partial.json").write_text(json.dumps({"rows": rows, "bands": bands}, indent=2))  # as it goes
 
     for preset in args.presets:
         folder = output / "pairs" / preset
