@@ -42,6 +42,9 @@ from lpipdiff.sampling import add_sampling_arguments, sampling_kwargs
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 FIGURE_SIDE = 256
 DETAILS = (0.0, DEFAULT_DETAIL)
+# Every face here is an adult's (issue 22): Eileen Collins (astronaut, about 40), the
+# cameraman, Grace Hopper (about 75); the summary reports them as such.
+ADULT_SOURCES = ("astronaut", "cameraman", "hopper")
 
 
 def grace_hopper() -> np.ndarray:
@@ -75,6 +78,7 @@ CASES = [
     ("hopper", 1.0, "moderate", 5, 1),
     ("hopper", 1.0, "severe", 6, 1),
     ("hopper", 0.6, "moderate", 7, 2),
+    ("hopper_photo_severe.png", 1.0, None, 0, 1),
 ]
 
 
@@ -92,7 +96,7 @@ def make_photo(source: str, scale: float, preset: str | None, seed: int) -> tupl
     return name, photo
 
 
-def measure(args) -> tuple[list[dict], list[np.ndarray]]:
+def measure(args, details=DETAILS) -> tuple[list[dict], list[np.ndarray]]:
     pipeline = load_pipeline(args.model, scheduler=args.scheduler, device=args.device)
     pipeline.set_progress_bar_config(disable=True)
     face_size = pipeline.unet.config.face_size
@@ -103,9 +107,9 @@ def measure(args) -> tuple[list[dict], list[np.ndarray]]:
         outputs = {
             detail: FaceRestorer(pipeline, upscale=upscale, detail=detail).restore(
                 photo, generator=torch.Generator().manual_seed(args.seed), **sampling_kwargs(args))
-            for detail in DETAILS
+            for detail in details
         }
-        restored = outputs[DEFAULT_DETAIL]
+        restored = outputs[details[-1]]  # the faces and their affines are the same at every detail
         height, width = restored.image.shape[:2]
         bicubic = np.clip(cv2.resize(photo, (width, height), interpolation=cv2.INTER_CUBIC), 0, 1)
         for index, affine in enumerate(restored.affines):
@@ -114,14 +118,15 @@ def measure(args) -> tuple[list[dict], list[np.ndarray]]:
             reference = laplacian_energy(bicubic, mask)
             structure_reference = structure_energy(bicubic, mask)
             crop = partial(aligned_crop, affine=affine, upscale=upscale, face_size=face_size, size=side)
-            row = dict(photo=name, upscale=upscale, face=index + 1, side=side, larger=side > face_size)
+            row = dict(photo=name, upscale=upscale, face=index + 1, side=side, larger=side > face_size,
+                       degraded=preset is not None or "_photo_" in source)
             for detail, output in outputs.items():
                 row[("ratio", detail)] = laplacian_energy(output.image, mask) / reference
                 row[("structure", detail)] = structure_energy(output.image, mask) / structure_reference
                 row[("change", detail)] = float(np.abs(output.image - bicubic)[mask].mean() * 255)
                 row[("identity", detail)] = geometry.identity_distance(crop(output.image), crop(bicubic))
             rows.append(row)
-            print(format_row(row), flush=True)
+            print(format_row(row, details), flush=True)
             images = [bicubic] + [output.image for output in outputs.values()]
             figure_rows.append(np.concatenate([resize_array(crop(image), FIGURE_SIDE) for image in images], axis=1))
             if args.output:
@@ -130,17 +135,33 @@ def measure(args) -> tuple[list[dict], list[np.ndarray]]:
     return rows, figure_rows
 
 
-HEADER = ("| photo | upscale | face px in output | path | detail ratio: detail 0 (before) | detail 1 (default) | "
-          "structure ratio: detail 0 | detail 1 | change, detail 1 | ID dist: detail 0 | detail 1 |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|")
+def header(details=DETAILS) -> str:
+    columns = [f"{kind}: detail {d:g}" for kind in ("detail ratio", "structure ratio") for d in details]
+    columns += [f"change, detail {details[-1]:g}"] + [f"ID dist to input: detail {d:g}" for d in details]
+    return ("| photo | upscale | face px in output | path | " + " | ".join(columns) + " |\n"
+            + "|---" * (4 + len(columns)) + "|")
 
 
-def format_row(row: dict) -> str:
+def format_row(row: dict, details=DETAILS) -> str:
     path = "input detail above model" if row["larger"] else "model size (unchanged)"
-    ratios = " | ".join(f"{row[(kind, d)]:.3f}" for kind in ("ratio", "structure") for d in DETAILS)
-    identities = " | ".join(f"{row[('identity', d)]:.3f}" for d in DETAILS)
+    ratios = " | ".join(f"{row[(kind, d)]:.3f}" for kind in ("ratio", "structure") for d in details)
+    identities = " | ".join(f"{row[('identity', d)]:.3f}" for d in details)
     return (f"| {row['photo']} | {row['upscale']} | {row['side']} | {path} | {ratios} | "
-            f"{row[('change', DEFAULT_DETAIL)]:.2f} | {identities} |")
+            f"{row[('change', details[-1])]:.2f} | {identities} |")
+
+
+def adult_summary(rows: list[dict], details=DETAILS) -> list[str]:
+    """Issue 22: identity to the input face and structure ratio over the degraded adult faces
+    larger than the model (all faces here are adults')."""
+    larger = [row for row in rows if row["larger"] and row["degraded"]]
+    lines = []
+    for detail in details:
+        identity = np.mean([row[("identity", detail)] for row in larger])
+        structure = [row[("structure", detail)] for row in larger]
+        lines.append(f"detail {detail:g}, {len(larger)} degraded adult faces larger than the model: "
+                     f"mean ID dist to the input face {identity:.3f}, structure ratio lowest {min(structure):.3f}, "
+                     f"mean {np.mean(structure):.3f}")
+    return lines
 
 
 def main() -> None:
@@ -148,16 +169,20 @@ def main() -> None:
     add_sampling_arguments(parser)  # --model, --fidelity, ...: the defaults are the product's
     parser.add_argument("--output", default=None, help="folder for per-face crops: bicubic | detail 0 | detail 1")
     parser.add_argument("--figure", default=None, help="PNG of every face: bicubic | detail 0 | detail 1")
+    parser.add_argument("--details", type=float, nargs="+", default=list(DETAILS),
+                        help="detail values to compare, the product's default last (default: 0 and the default)")
     args = parser.parse_args()
+    details = tuple(args.details)
     print(f"sampling: {sampling_kwargs(args)}, seed {args.seed}")
-    print(HEADER)
-    rows, figure_rows = measure(args)
-    print(HEADER)
-    print("\n".join(format_row(row) for row in rows))
+    print(header(details))
+    rows, figure_rows = measure(args, details)
+    print(header(details))
+    print("\n".join(format_row(row, details) for row in rows))
     larger = [row for row in rows if row["larger"]]
     if larger:
+        print("\n".join(adult_summary(rows, details)))
         for kind, label in (("ratio", "detail"), ("structure", "structure")):
-            for detail in DETAILS:
+            for detail in details:
                 worst = min(larger, key=lambda row: row[(kind, detail)])
                 print(f"detail {detail:g}: lowest {label} ratio of a face larger than the model "
                       f"{worst[(kind, detail)]:.3f} ({worst['photo']}, upscale {worst['upscale']})")
