@@ -30,7 +30,7 @@ from .unet import coordinate_channels
 # than the degraded input (and at or above its PSNR); 0 no longer did. Window fusion removed the
 # faint lines uniform fusion left along the patch borders, at no cost in the metrics. The CLI, the
 # demo, training validation and the evaluation all start from these.
-DEFAULT_FIDELITY = 0.3
+DEFAULT_FIDELITY = 1.0
 DEFAULT_STEPS = 10
 DEFAULT_STRENGTH = 1.0
 DEFAULT_FUSION = "window"
