@@ -78,7 +78,6 @@ CASES = [
     ("hopper", 1.0, "moderate", 5, 1),
     ("hopper", 1.0, "severe", 6, 1),
     ("hopper", 0.6, "moderate", 7, 2),
-    ("hopper_photo_severe.png", 1.0, None, 0, 1),
 ]
 
 
