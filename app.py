@@ -130,7 +130,7 @@ def build_demo(service: RestorationService) -> gr.Blocks:
                 download = gr.File(label="Download PNG")
         examples = sorted(str(p) for p in EXAMPLES.glob("*.png"))
         if examples:
-            gr.Examples(examples, inputs=[image], label="Examples (the astronaut photo, degraded)")
+            gr.Examples(examples, inputs=[image], label="Examples (degraded: the astronaut; Grace Hopper, older adult)")
         # A new request first clears the last one's status and file, so an error never sits
         # under a stale "Restored ..." line.
         outputs = [slider, faces, uncertainty, download, status]

@@ -30,8 +30,8 @@ import numpy as np
 from skimage import data
 
 from lpipdiff.cli_options import add_face_weights_argument, add_sampling_arguments, face_weights, sampling_options
+from lpipdiff.defaults import DEFAULT_DETAIL
 from lpipdiff.degradation import Degradation
-from lpipdiff.detail import DEFAULT_DETAIL
 from lpipdiff.detail_measure import aligned_crop, face_mask, laplacian_energy, structure_energy
 from lpipdiff.faces import FaceRestorer
 from lpipdiff.image_io import load_image_file, resize_array, save_image
@@ -41,6 +41,9 @@ from lpipdiff.metrics import FaceGeometry
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 FIGURE_SIDE = 256
 DETAILS = (0.0, DEFAULT_DETAIL)
+# Every face here is an adult's (issue 22): Eileen Collins (astronaut, about 40), the
+# cameraman, Grace Hopper (about 75); the summary reports them as such.
+ADULT_SOURCES = ("astronaut", "cameraman", "hopper")
 
 
 def grace_hopper() -> np.ndarray:
@@ -91,7 +94,7 @@ def make_photo(source: str, scale: float, preset: str | None, seed: int) -> tupl
     return name, photo
 
 
-def measure(args) -> tuple[list[dict], list[np.ndarray]]:
+def measure(args, details=DETAILS) -> tuple[list[dict], list[np.ndarray]]:
     sampling = sampling_options(args)
     pipeline = load_pipeline(args.model, device=args.device)
     face_size = pipeline.unet.config.face_size
@@ -102,9 +105,9 @@ def measure(args) -> tuple[list[dict], list[np.ndarray]]:
         outputs = {
             detail: FaceRestorer(pipeline, weights_dir=face_weights(args), upscale=upscale, detail=detail).restore(
                 photo, sampling)
-            for detail in DETAILS
+            for detail in details
         }
-        restored = outputs[DEFAULT_DETAIL]
+        restored = outputs[details[-1]]  # the faces and their affines are the same at every detail
         height, width = restored.image.shape[:2]
         bicubic = np.clip(cv2.resize(photo, (width, height), interpolation=cv2.INTER_CUBIC), 0, 1)
         for index, affine in enumerate(restored.affines):
@@ -113,14 +116,15 @@ def measure(args) -> tuple[list[dict], list[np.ndarray]]:
             reference = laplacian_energy(bicubic, mask)
             structure_reference = structure_energy(bicubic, mask)
             crop = partial(aligned_crop, affine=affine, upscale=upscale, face_size=face_size, size=side)
-            row = dict(photo=name, upscale=upscale, face=index + 1, side=side, larger=side > face_size)
+            row = dict(photo=name, upscale=upscale, face=index + 1, side=side, larger=side > face_size,
+                       degraded=preset is not None or "_photo_" in source)
             for detail, output in outputs.items():
                 row[("ratio", detail)] = laplacian_energy(output.image, mask) / reference
                 row[("structure", detail)] = structure_energy(output.image, mask) / structure_reference
                 row[("change", detail)] = float(np.abs(output.image - bicubic)[mask].mean() * 255)
                 row[("identity", detail)] = geometry.identity_distance(crop(output.image), crop(bicubic))
             rows.append(row)
-            print(format_row(row), flush=True)
+            print(format_row(row, details), flush=True)
             images = [bicubic] + [output.image for output in outputs.values()]
             figure_rows.append(np.concatenate([resize_array(crop(image), FIGURE_SIDE) for image in images], axis=1))
             if args.output:
@@ -130,17 +134,33 @@ def measure(args) -> tuple[list[dict], list[np.ndarray]]:
     return rows, figure_rows
 
 
-HEADER = ("| photo | upscale | face px in output | path | detail ratio: detail 0 (before) | detail 1 (default) | "
-          "structure ratio: detail 0 | detail 1 | change, detail 1 | ID dist: detail 0 | detail 1 |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|")
+def header(details=DETAILS) -> str:
+    columns = [f"{kind}: detail {d:g}" for kind in ("detail ratio", "structure ratio") for d in details]
+    columns += [f"change, detail {details[-1]:g}"] + [f"ID dist to input: detail {d:g}" for d in details]
+    return ("| photo | upscale | face px in output | path | " + " | ".join(columns) + " |\n"
+            + "|---" * (4 + len(columns)) + "|")
 
 
-def format_row(row: dict) -> str:
+def format_row(row: dict, details=DETAILS) -> str:
     path = "input detail above model" if row["larger"] else "model size (unchanged)"
-    ratios = " | ".join(f"{row[(kind, d)]:.3f}" for kind in ("ratio", "structure") for d in DETAILS)
-    identities = " | ".join(f"{row[('identity', d)]:.3f}" for d in DETAILS)
+    ratios = " | ".join(f"{row[(kind, d)]:.3f}" for kind in ("ratio", "structure") for d in details)
+    identities = " | ".join(f"{row[('identity', d)]:.3f}" for d in details)
     return (f"| {row['photo']} | {row['upscale']} | {row['side']} | {path} | {ratios} | "
-            f"{row[('change', DEFAULT_DETAIL)]:.2f} | {identities} |")
+            f"{row[('change', details[-1])]:.2f} | {identities} |")
+
+
+def adult_summary(rows: list[dict], details=DETAILS) -> list[str]:
+    """Issue 22: identity to the input face and structure ratio over the degraded adult faces
+    larger than the model (all faces here are adults')."""
+    larger = [row for row in rows if row["larger"] and row["degraded"]]
+    lines = []
+    for detail in details:
+        identity = np.mean([row[("identity", detail)] for row in larger])
+        structure = [row[("structure", detail)] for row in larger]
+        lines.append(f"detail {detail:g}, {len(larger)} degraded adult faces larger than the model: "
+                     f"mean ID dist to the input face {identity:.3f}, structure ratio lowest {min(structure):.3f}, "
+                     f"mean {np.mean(structure):.3f}")
+    return lines
 
 
 def main() -> None:
@@ -149,16 +169,20 @@ def main() -> None:
     add_face_weights_argument(parser)
     parser.add_argument("--output", default=None, help="folder for per-face crops: bicubic | detail 0 | detail 1")
     parser.add_argument("--figure", default=None, help="PNG of every face: bicubic | detail 0 | detail 1")
+    parser.add_argument("--details", type=float, nargs="+", default=list(DETAILS),
+                        help="detail values to compare, the product's default last (default: 0 and the default)")
     args = parser.parse_args()
+    details = tuple(args.details)
     print(f"sampling: {sampling_options(args)}")
-    print(HEADER)
-    rows, figure_rows = measure(args)
-    print(HEADER)
-    print("\n".join(format_row(row) for row in rows))
+    print(header(details))
+    rows, figure_rows = measure(args, details)
+    print(header(details))
+    print("\n".join(format_row(row, details) for row in rows))
     larger = [row for row in rows if row["larger"]]
     if larger:
+        print("\n".join(adult_summary(rows, details)))
         for kind, label in (("ratio", "detail"), ("structure", "structure")):
-            for detail in DETAILS:
+            for detail in details:
                 worst = min(larger, key=lambda row: row[(kind, detail)])
                 print(f"detail {detail:g}: lowest {label} ratio of a face larger than the model "
                       f"{worst[(kind, detail)]:.3f} ({worst['photo']}, upscale {worst['upscale']})")

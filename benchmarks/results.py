@@ -12,6 +12,9 @@ DDIM steps from noise (``fidelity=None``), stride 32, uniform fusion, strength 1
 - ``--sweep fidelity``: the posterior-mean start at fidelity 1 ... 0 over a 10-step schedule,
   next to today's expert modes (1 step, 20 steps from noise, 10 steps at strength 0.5).
 - ``--sweep fusion``: uniform against window fusion at the default fidelity and at fidelity 1.
+- ``--sweep default``: the product's sampler (10 steps, window fusion) at ``--fidelities``.
+
+Every setting is also reported in each age band of the UTKFace file names (issue 22).
 
 Every table also has a ``seam`` column (:func:`seam_contrast`): the step of the error against
 the clean face between neighbouring pixels across the patch grid's borders, over the steps
@@ -29,7 +32,11 @@ import time
 from functools import partial
 from pathlib import Path
 
+import numpy as np
+
+from lpipdiff.age_bands import per_band
 from lpipdiff.defaults import DEFAULT_FIDELITY, DEFAULT_STEPS, PRESET_NAMES
+from lpipdiff.image_io import save_image
 from lpipdiff.loading import load_pipeline
 from lpipdiff.metrics import Metrics, seam_contrast
 from lpipdiff.pairs import ensure_pairs, load_pairs
@@ -66,8 +73,24 @@ FUSION_SETTINGS = {
     for fidelity in (DEFAULT_FIDELITY, 1.0)
     for fusion in ("uniform", "window")
 }
-SWEEPS = {"sampler": SAMPLER_SETTINGS, "fidelity": FIDELITY_SETTINGS, "fusion": FUSION_SETTINGS}
+DEFAULT_FIDELITIES = (1.0, 0.9, 0.7, 0.5, 0.3)
+
+
+def default_settings(fidelities=DEFAULT_FIDELITIES) -> dict:
+    """The product's sampler (10-step schedule, window fusion) at each fidelity: issue 22's sweep."""
+    return {f"fidelity {f:g}, window": {"fidelity": f, "steps": DEFAULT_STEPS, "fusion": "window"}
+            for f in fidelities}
+
+
+SWEEPS = {"sampler": SAMPLER_SETTINGS, "fidelity": FIDELITY_SETTINGS, "fusion": FUSION_SETTINGS,
+          "default": default_settings()}
 COLUMNS = ["psnr", "ssim", "lpips", "identity", "same_person", "landmarks", "seam", "seconds_per_face"]
+
+
+def band_rows(row: dict, names: list[str], faces: dict[str, list[float]]) -> list[dict]:
+    """``row`` (preset, setting) repeated for every age band with the band's means (issue 22)."""
+    return [{**{k: row[k] for k in ("preset", "setting")}, "age band": band, **values}
+            for band, values in per_band(names, faces).items() if values["n"]]
 
 
 def main() -> None:
@@ -80,33 +103,55 @@ def main() -> None:
     parser.add_argument("--presets", nargs="+", default=list(PRESET_NAMES), choices=PRESET_NAMES)
     parser.add_argument("--sweep", default="sampler", choices=sorted(SWEEPS))
     parser.add_argument("--settings", nargs="*", default=None, help="subset of the sweep's setting names")
+    parser.add_argument("--fidelities", type=float, nargs="+", default=None,
+                        help=f"with --sweep default: the fidelities (default {' '.join(map(str, DEFAULT_FIDELITIES))})")
+    parser.add_argument("--model-label", default="", help="prefix of every setting's name (comparing weights)")
+    parser.add_argument("--seed", type=int, default=0, help="face i gets seed + i")
+    parser.add_argument("--save-images", action="store_true", help="write OUTPUT/restored/PRESET/SETTING/NAME")
     args = parser.parse_args()
+    if args.fidelities:
+        SWEEPS["default"] = default_settings(args.fidelities)
 
     output = Path(args.output)
     pipeline = load_pipeline(args.model, device="cpu")
     metrics = Metrics(fid=False)
-    rows = []
+    rows, bands = [], []
+
+    def measure(preset, setting, images, clean, names, seam, **extra):
+        faces = metrics.per_face(images, clean)
+        row = {"preset": preset, "setting": setting, **{m: float(np.mean(v)) for m, v in faces.items()},
+               "seam": seam(images), **extra}
+        rows.append(row)
+        new_bands = band_rows(row, names, faces)
+        bands.extend(new_bands)
+        for line in [row, *new_bands]:
+            print(json.dumps(line), flush=True)
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "partial.json").write_text(json.dumps({"rows": rows, "bands": bands}, indent=2))  # as it goes
+
     for preset in args.presets:
         folder = output / "pairs" / preset
         face_size = pipeline.unet.config.face_size
         ensure_pairs(Path(args.data), folder, preset, face_size, seed=0, limit=args.limit, offset=args.offset)
-        _, clean, degraded = load_pairs(folder)
+        names, clean, degraded = load_pairs(folder)
         seam = partial(seam_contrast, references=clean, patch_size=pipeline.unet.config.patch_size,
                        stride=REFERENCE["stride"])
-        rows.append({"preset": preset, "setting": "degraded input", **metrics(degraded, clean), "seam": seam(degraded)})
+        measure(preset, "degraded input", degraded, clean, names, seam)
         for name, change in SWEEPS[args.sweep].items():
             if args.settings and name not in args.settings:
                 continue
             start = time.perf_counter()
-            restored = restore_all(pipeline, degraded, SamplingOptions(**{**REFERENCE, **change}))
+            restored = restore_all(pipeline, degraded, SamplingOptions(**{**REFERENCE, **change, "seed": args.seed}))
             seconds = (time.perf_counter() - start) / len(degraded)
-            rows.append({"preset": preset, "setting": name, **metrics(restored, clean), "seam": seam(restored),
-                         "seconds_per_face": seconds})
-            print(json.dumps(rows[-1]), flush=True)
+            if args.save_images:
+                for face, image in zip(names, restored):
+                    save_image(image, output / "restored" / preset / name.replace(" ", "_").replace(",", "") / face)
+            measure(preset, args.model_label + name, restored, clean, names, seam, seconds_per_face=seconds)
     output.mkdir(parents=True, exist_ok=True)
-    summary = {"faces_per_preset": len(clean), "offset": args.offset, "rows": rows}
+    summary = {"faces_per_preset": len(clean), "offset": args.offset, "rows": rows, "bands": bands}
     (output / "sweep.json").write_text(json.dumps(summary, indent=2))
     table = markdown_table(rows, ["preset", "setting"], COLUMNS)
+    table += "\n" + markdown_table(bands, ["preset", "age band", "setting", "n"], COLUMNS[:-2])
     (output / "sweep.md").write_text(table)
     print(table)
 

@@ -1,9 +1,11 @@
-"""Make the demo's example inputs from scikit-image's public-domain astronaut photo.
+"""Make the demo's example inputs from public-domain photos that ship with installed packages.
 
     python examples/make_examples.py
 
-Writes the whole photo degraded at two levels and her aligned face at two levels, each
-with a fixed seed, so the examples are the same on every machine.
+Writes scikit-image's astronaut photo degraded at two levels and her aligned face at two
+levels, and matplotlib's portrait of Grace Hopper (an older adult: issue 22) degraded at the
+moderate level, each with a fixed seed, so the examples are the same on every machine. Hopper's
+is the photo `benchmarks/real_photos.py` calls "hopper x1 moderate".
 """
 
 from pathlib import Path
@@ -26,6 +28,17 @@ def main() -> None:
         save_image(degraded, HERE / f"astronaut_photo_{preset}.png", overwrite=True)
         degraded = Degradation(preset, face_size=128, color=False)(face, np.random.default_rng(seed))
         save_image(degraded, HERE / f"astronaut_face_{preset}.png", overwrite=True)
+    hopper = grace_hopper()  # US Navy photo of Grace Hopper, public domain; her face spans about 212 pixels
+    degraded = Degradation("moderate", face_size=212, color=False)(hopper, np.random.default_rng(5))
+    save_image(degraded, HERE / "hopper_photo_moderate.png", overwrite=True)
+
+
+def grace_hopper() -> np.ndarray:
+    import matplotlib.cbook
+    from PIL import Image
+
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as file, Image.open(file) as image:
+        return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
 
 
 if __name__ == "__main__":

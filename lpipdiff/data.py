@@ -23,7 +23,7 @@ import numpy as np
 import PIL.Image
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler, WeightedRandomSampler
 
 from .degradation_torch import BatchDegradation
 from .image_io import list_images, load_image_file, pil_to_array, resize_array
@@ -35,10 +35,11 @@ DEFAULT_MEMORY_BUDGET = 8 * 2**30  # bytes of decoded faces held in memory (8,91
 class EncodedFaces(Dataset):
     """Faces as files or encoded bytes; item ``i`` is face ``i`` decoded to a ``(3, S, S)`` uint8 tensor."""
 
-    def __init__(self, items: list[Path | bytes], face_size: int):
+    def __init__(self, items: list[Path | bytes], face_size: int, names: list[str] | None = None):
         if not items:
             raise ValueError("no faces to train on")
         self.items, self.face_size = items, face_size
+        self.names = names if names is not None else [item.name for item in items if isinstance(item, Path)]
 
     def __len__(self) -> int:
         return len(self.items)
@@ -67,8 +68,8 @@ def open_faces(source: str | Path, face_size: int) -> EncodedFaces:
             raise ValueError(f"no images found in {source}")
         return EncodedFaces(files, face_size)
     with np.load(source, allow_pickle=False) as pack:
-        data, offsets = pack["data"].tobytes(), pack["offsets"]
-    return EncodedFaces([data[start:end] for start, end in zip(offsets[:-1], offsets[1:])], face_size)
+        data, offsets, names = pack["data"].tobytes(), pack["offsets"], [str(n) for n in pack["names"]]
+    return EncodedFaces([data[start:end] for start, end in zip(offsets[:-1], offsets[1:])], face_size, names)
 
 
 def pack_faces(folder: str | Path, output: str | Path) -> int:
@@ -87,11 +88,15 @@ def pack_faces(folder: str | Path, output: str | Path) -> int:
 class FacesInMemory:
     """All faces decoded once into one uint8 tensor on ``device``; batches are random draws from it."""
 
-    def __init__(self, faces: EncodedFaces, device, threads: int | None = None):
+    def __init__(self, faces: EncodedFaces, device, threads: int | None = None, weights=None):
         with ThreadPoolExecutor(threads or min(16, os.cpu_count() or 1)) as pool:  # decoders release the GIL
             self.faces = torch.stack(list(pool.map(faces.__getitem__, range(len(faces))))).to(device)
+        # Optional per-face draw probabilities (lpipdiff.age_bands.sampling_weights); uniform when None.
+        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float64).to(device)
 
     def next(self, count: int) -> torch.Tensor:
+        if self.weights is not None:
+            return self.faces[torch.multinomial(self.weights, count, replacement=True)]
         index = torch.randint(0, len(self.faces), (count,), device=self.faces.device)
         return self.faces[index]
 
@@ -102,9 +107,10 @@ class FacesFromFiles:
     An endless sampler never ends an epoch, so the workers' prefetch never restarts.
     """
 
-    def __init__(self, faces: EncodedFaces, device, num_workers: int):
+    def __init__(self, faces: EncodedFaces, device, num_workers: int, weights=None):
         self.device = torch.device(device)
-        sampler = RandomSampler(faces, replacement=True, num_samples=2**62)
+        sampler = (RandomSampler(faces, replacement=True, num_samples=2**62) if weights is None
+                   else WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.float64), 2**62, replacement=True))
         loader = DataLoader(
             faces, batch_size=None, sampler=sampler, num_workers=num_workers, pin_memory=self.device.type == "cuda",
             persistent_workers=num_workers > 0, prefetch_factor=64 if num_workers > 0 else None,
@@ -115,11 +121,13 @@ class FacesFromFiles:
         return torch.stack([next(self.faces) for _ in range(count)]).to(self.device, non_blocking=True)
 
 
-def face_source(faces: EncodedFaces, device, memory_budget: int = DEFAULT_MEMORY_BUDGET, num_workers: int = 2):
-    """Faces in memory when they fit in ``memory_budget`` bytes, else decoded from the files as needed."""
+def face_source(faces: EncodedFaces, device, memory_budget: int = DEFAULT_MEMORY_BUDGET, num_workers: int = 2,
+                weights=None):
+    """Faces in memory when they fit in ``memory_budget`` bytes, else decoded from the files as needed;
+    drawn uniformly, or with the per-face probabilities ``weights``."""
     if faces.decoded_bytes <= memory_budget:
-        return FacesInMemory(faces, device)
-    return FacesFromFiles(faces, device, num_workers)
+        return FacesInMemory(faces, device, weights=weights)
+    return FacesFromFiles(faces, device, num_workers, weights=weights)
 
 
 def crop_examples(clean, degraded, coordinates, tops, lefts, patch_size: int) -> dict[str, torch.Tensor]:

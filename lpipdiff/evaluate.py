@@ -6,8 +6,9 @@ For each preset, clean/degraded pairs are written once (seeded by file name) und
 ``OUTPUT/pairs/PRESET`` and reused. The degraded input itself (the bicubic baseline: it
 is already upsampled back to full size) and the model's restorations are measured side
 by side: PSNR, SSIM, ST-LPIPS, FID, dlib identity distance with the fraction of faces
-dlib would call the same person (< 0.6), and 68-point landmark distance. Results go to
-``OUTPUT/results.json`` and ``OUTPUT/results.md``.
+dlib would call the same person (< 0.6), and 68-point landmark distance, over all faces and
+in each age band read from UTKFace file names (0-12, 13-19, 20-59, 60+; ``bands`` in the
+JSON, :mod:`lpipdiff.age_bands`). Results go to ``OUTPUT/results.json`` and ``OUTPUT/results.md``.
 """
 
 from __future__ import annotations
@@ -81,9 +82,13 @@ def evaluate(
         if save_images:
             for name, image in zip(names, restored):
                 save_image(image, output / "restored" / preset / name, overwrite=overwrite)
-        baseline = {"n": len(names), **metrics(degraded, clean)}
-        model = {"n": len(names), **metrics(restored, clean), "seconds_per_face": seconds}
+        baseline, baseline_bands = metrics.with_bands(names, degraded, clean)  # overall and per age band
+        model, model_bands = metrics.with_bands(names, restored, clean)
+        model["seconds_per_face"] = seconds
         results["presets"][preset] = {"degraded input": baseline, label: model}
+        results.setdefault("bands", {})[preset] = {
+            band: {"degraded input": baseline_bands[band], label: model_bands[band]} for band in baseline_bands
+        }
         print(f"{preset}: input {json.dumps(baseline)}\n{preset}: {label} {json.dumps(model)}")
     write_text(output / "results.json", json.dumps(results, indent=2), overwrite)
     write_text(output / "results.md", results_table(results), overwrite)

@@ -175,7 +175,8 @@ def _metrics_table(evaluation: dict) -> str:
     header = f"Sampler: {described}. " if described else ""
     if len(faces) == 1:
         header += f"{faces.pop()} held-out faces per degradation preset, against the degraded input itself."
-    return (header + "\n\n" if header else "") + results_table(evaluation)
+    notes = "".join(f"\n{note}\n" for note in evaluation.get("notes", []))  # e.g. which age bands are missing
+    return (header + "\n\n" if header else "") + results_table(evaluation) + notes
 
 
 def remote_code_requirements() -> list[str]:

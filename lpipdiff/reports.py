@@ -36,4 +36,20 @@ def results_table(results: dict) -> str:
         for preset, methods in results["presets"].items()
         for method, row in methods.items()
     ]
-    return markdown_table(rows, ["preset", "method", "n"])
+    table = markdown_table(rows, ["preset", "method", "n"])
+    if results.get("bands"):
+        table += "\n" + band_table(results)
+    return table
+
+
+def band_table(results: dict) -> str:
+    """The same figures in every age band (``results["bands"]``: preset -> band -> method -> row),
+    bands without faces left out. A band's FID is biased by its size: compare within a band."""
+    rows = [
+        {"preset": preset, "age band": band, "method": method, **row}
+        for preset, bands in results["bands"].items()
+        for band, methods in bands.items()
+        for method, row in methods.items()
+        if row.get("n")
+    ]
+    return markdown_table(rows, ["preset", "age band", "method", "n"])

@@ -108,6 +108,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     add("--memory-budget-gb", type=float_range(0), default=DEFAULT_MEMORY_BUDGET / 2**30,
         help="decoded faces up to this size are held on the device; beyond it they are decoded by workers")
     add("--num-workers", type=non_negative_int, default=2, help="decoding workers, used only beyond the memory budget")
+    add("--band-weights", default=None,
+        help="age-aware mix: relative draw weight of a face by UTKFace age band, e.g. '0-12=1,13-19=1,20-59=2,60+=2' "
+             "(bands not named: 0) or '0,0,1,1' (adults only); default: every face equally")
     add("--seed", type=non_negative_int, default=0, help="random seed (each process adds its rank)")
     add("--resume", default=None, help="'latest' or a checkpoint folder")
     add("--export-fp16", action="store_true", help="export the final pipeline with fp16 weights")
@@ -157,10 +160,17 @@ def training_loss(model, noise_scheduler, batch, generator=None):
 
 
 def training_batches(data, unet_config, device, batch_size: int, patches_per_face: int, memory_budget: int,
-                     num_workers: int) -> PatchBatches:
-    """Endless batches on ``device``; every process of a multi-GPU run draws its own."""
+                     num_workers: int, band_weights: str | None = None) -> PatchBatches:
+    """Endless batches on ``device``; every process of a multi-GPU run draws its own. ``band_weights``
+    (``--band-weights``) weighs each face's draws by its UTKFace age band."""
     faces = open_faces(data, unet_config.face_size)
-    source = face_source(faces, device, memory_budget, num_workers)
+    weights = None
+    if band_weights:
+        from .age_bands import band_shares, parse_band_weights, sampling_weights
+
+        weights = sampling_weights(faces.names, parse_band_weights(band_weights))
+        print("age-band shares of draws:", {b: round(s, 3) for b, s in band_shares(faces.names, weights).items()})
+    source = face_source(faces, device, memory_budget, num_workers, weights=weights)
     degradation = BatchDegradation(face_size=unet_config.face_size)
     return PatchBatches(source, degradation, unet_config.patch_size, batch_size, patches_per_face)
 
@@ -268,7 +278,7 @@ def run(args) -> int:
         num_training_steps=args.max_steps * accelerator.num_processes,
     )
     batches = training_batches(args.data, model.config, accelerator.device, args.batch_size, args.patches_per_face,
-                               int(args.memory_budget_gb * 2**30), args.num_workers)
+                               int(args.memory_budget_gb * 2**30), args.num_workers, args.band_weights)
     model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     ema.to(accelerator.device)
     accelerator.register_for_checkpointing(ema)
