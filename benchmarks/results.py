@@ -12,6 +12,8 @@ DDIM steps from noise (``fidelity=None``), stride 32, uniform fusion, strength 1
 - ``--sweep fidelity``: the posterior-mean start at fidelity 1 ... 0 over a 10-step schedule,
   next to today's expert modes (1 step, 20 steps from noise, 10 steps at strength 0.5).
 - ``--sweep fusion``: uniform against window fusion at the default fidelity and at fidelity 1.
+- ``--sweep speed``: the default fidelity over shorter schedules and other solvers (fewer UNet
+  evaluations a face, issue 19).
 
 Every table also has a ``seam`` column (:func:`seam_contrast`): the step of the error against
 the clean face between neighbouring pixels across the patch grid's borders, over the steps
@@ -66,8 +68,18 @@ FUSION_SETTINGS = {
     for fidelity in (DEFAULT_FIDELITY, 1.0)
     for fusion in ("uniform", "window")
 }
-SWEEPS = {"sampler": SAMPLER_SETTINGS, "fidelity": FIDELITY_SETTINGS, "fusion": FUSION_SETTINGS}
-COLUMNS = ["psnr", "ssim", "lpips", "identity", "same_person", "landmarks", "seam", "seconds_per_face"]
+# Issue 19: fewer UNet evaluations at the default fidelity (fidelity 0.3 and window fusion fixed; the
+# schedule the posterior mean re-enters, and the solver, vary). The rule that chooses among them is in
+# docs/RESULTS.md ("Speed: fewer UNet evaluations"), written before this sweep was run.
+SPEED_SETTINGS = {
+    f"{scheduler} {steps}-step schedule": {"fidelity": DEFAULT_FIDELITY, "steps": steps, "fusion": "window",
+                                           "scheduler": scheduler}
+    for scheduler, steps in (("ddim", 10), ("ddim", 7), ("ddim", 5), ("ddim", 4), ("ddim", 3),
+                             ("unipc", 5), ("unipc", 4), ("unipc", 3), ("dpm", 4), ("dpm", 3))
+}
+SWEEPS = {"sampler": SAMPLER_SETTINGS, "fidelity": FIDELITY_SETTINGS, "fusion": FUSION_SETTINGS,
+          "speed": SPEED_SETTINGS}
+COLUMNS = ["unet_evaluations", "psnr", "ssim", "lpips", "identity", "same_person", "landmarks", "seam", "seconds_per_face"]
 
 
 def main() -> None:
@@ -100,8 +112,9 @@ def main() -> None:
             start = time.perf_counter()
             restored = restore_all(pipeline, degraded, SamplingOptions(**{**REFERENCE, **change}))
             seconds = (time.perf_counter() - start) / len(degraded)
-            rows.append({"preset": preset, "setting": name, **metrics(restored, clean), "seam": seam(restored),
-                         "seconds_per_face": seconds})
+            options = SamplingOptions(**{**REFERENCE, **change})
+            rows.append({"preset": preset, "setting": name, "unet_evaluations": options.unet_steps(),
+                         **metrics(restored, clean), "seam": seam(restored), "seconds_per_face": seconds})
             print(json.dumps(rows[-1]), flush=True)
     output.mkdir(parents=True, exist_ok=True)
     summary = {"faces_per_preset": len(clean), "offset": args.offset, "rows": rows}
