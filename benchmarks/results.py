@@ -31,7 +31,7 @@ import time
 from functools import partial
 from pathlib import Path
 
-from lpipdiff.defaults import DEFAULT_FIDELITY, DEFAULT_STEPS, PRESET_NAMES
+from lpipdiff.defaults import BACKEND_NAMES, DEFAULT_BACKEND, DEFAULT_FIDELITY, DEFAULT_STEPS, PRESET_NAMES
 from lpipdiff.loading import load_pipeline
 from lpipdiff.metrics import Metrics, seam_contrast
 from lpipdiff.pairs import ensure_pairs, load_pairs
@@ -74,8 +74,8 @@ FUSION_SETTINGS = {
 SPEED_SETTINGS = {
     f"{scheduler} {steps}-step schedule": {"fidelity": DEFAULT_FIDELITY, "steps": steps, "fusion": "window",
                                            "scheduler": scheduler}
-    for scheduler, steps in (("ddim", 10), ("ddim", 7), ("ddim", 5), ("ddim", 4), ("ddim", 3),
-                             ("unipc", 5), ("unipc", 4), ("unipc", 3), ("dpm", 4), ("dpm", 3))
+    for scheduler, steps in (("ddim", 10), ("ddim", 5), ("ddim", 4), ("ddim", 3), ("unipc", 4), ("unipc", 3),
+                             ("dpm", 3))
 }
 SWEEPS = {"sampler": SAMPLER_SETTINGS, "fidelity": FIDELITY_SETTINGS, "fusion": FUSION_SETTINGS,
           "speed": SPEED_SETTINGS}
@@ -91,11 +91,13 @@ def main() -> None:
     parser.add_argument("--offset", type=int, default=200, help="skip the first N faces (the headline's)")
     parser.add_argument("--presets", nargs="+", default=list(PRESET_NAMES), choices=PRESET_NAMES)
     parser.add_argument("--sweep", default="sampler", choices=sorted(SWEEPS))
+    parser.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKEND_NAMES,
+                        help="how the UNet runs (lpipdiff.backends)")
     parser.add_argument("--settings", nargs="*", default=None, help="subset of the sweep's setting names")
     args = parser.parse_args()
 
     output = Path(args.output)
-    pipeline = load_pipeline(args.model, device="cpu")
+    pipeline = load_pipeline(args.model, device="cpu", backend=args.backend)
     metrics = Metrics(fid=False)
     rows = []
     for preset in args.presets:

@@ -21,6 +21,12 @@ DEFAULT_FUSION = "window"
 SCHEDULER_NAMES = ("ddim", "dpm", "unipc")
 DEFAULT_SCHEDULER = "ddim"
 
+# How the UNet runs (lpipdiff.backends): "auto" is the fastest the machine supports (a GPU: torch;
+# a CPU with native bf16: OpenVINO bf16, else torch bf16 autocast; other CPUs: ONNX Runtime fp32,
+# else torch fp32), measured in docs/BENCHMARKS.md (issue 19).
+BACKEND_NAMES = ("auto", "torch", "torch-bf16", "onnxruntime", "openvino")
+DEFAULT_BACKEND = "auto"
+
 # torch's generators take 64-bit seeds; the room above this is for "seed + face index".
 MAX_SEED = 2**62
 
