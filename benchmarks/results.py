@@ -79,7 +79,9 @@ SPEED_SETTINGS = {
 }
 SWEEPS = {"sampler": SAMPLER_SETTINGS, "fidelity": FIDELITY_SETTINGS, "fusion": FUSION_SETTINGS,
           "speed": SPEED_SETTINGS}
-COLUMNS = ["unet_evaluations", "psnr", "ssim", "lpips", "identity", "same_person", "landmarks", "seam", "seconds_per_face"]
+COLUMNS = ["unet_evaluations", "psnr", "ssim",
+            "lpips", "identity", "same_person", "landmarks", "seam",
+           "seconds_per_face"]
 
 
 def main() -> None:

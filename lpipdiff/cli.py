@@ -129,7 +129,7 @@ def cmd_restore(args) -> int:
         print("error: nothing to restore", file=sys.stderr)
         return 1
     try:
-        pipeline = load_pipeline(args.model, scheduler=sampling.scheduler, device=args.device)
+        pipeline = load_pipeline(args.model, scheduler=sampling.scheduler, device=args.device, backend=args.backend)
         restorer = None
         if args.whole_photo:
             from .faces import FaceRestorer
@@ -210,7 +210,7 @@ def cmd_export(args) -> int:
     from .hub import export
 
     try:
-        folder = export(args.model, args.output, repo_id=args.repo_id, overwrite=args.overwrite)
+        folder = export(args.model, args.output, repo_id=args.repo_id, overwrite=args.overwrite, onnx=args.onnx)
     except (ValueError, OSError) as error:  # OutputExistsError (an OSError) is reported by main
         if isinstance(error, FileExistsError):
             raise
@@ -282,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output", required=True, type=output_folder, help="the folder to write")
     export.add_argument("--overwrite", action="store_true", help="replace files of an earlier export in OUTPUT")
     export.add_argument("--repo-id", default="ORG/lpipdiff", help="the repo id the model card's examples use")
+    export.add_argument("--onnx", action="store_true",
+                        help="also write the UNet as ONNX (unet/model.onnx, fp32, dynamic batch) for ONNX Runtime and "
+                             "OpenVINO")
     export.set_defaults(handler=cmd_export)
 
     push = command("push", "export and upload a model repo to the Hugging Face Hub")
