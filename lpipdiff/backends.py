@@ -61,9 +61,10 @@ def choose_backend(backend: str, device: torch.device | str) -> str:
         return backend
     if not cpu:
         return "torch"
+    exportable = installed("onnx")  # torch.onnx.export needs it for a folder without unet/model.onnx
     if native_bf16():
-        return "openvino" if installed("openvino") else "torch-bf16"
-    return "onnxruntime" if installed("onnxruntime") else "torch"
+        return "openvino" if installed("openvino") and exportable else "torch-bf16"
+    return "onnxruntime" if installed("onnxruntime") and exportable else "torch"
 
 
 class BackendUNet(torch.nn.Module):
