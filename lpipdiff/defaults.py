@@ -12,7 +12,13 @@ fusion left along the patch borders, at no cost in the metrics.
 """
 
 DEFAULT_FIDELITY = 0.3
-DEFAULT_STEPS = 10
+# The schedule the posterior mean re-enters (issue 19): 5 steps instead of 10, so fidelity 0.3 runs the
+# posterior mean and the last 4 steps of a 5-step DDIM schedule (from timestep 799): 5 UNet evaluations a
+# face instead of 8. Chosen by a rule committed before the sweep (docs/RESULTS.md, "Speed: fewer UNet
+# evaluations"), on val faces 248-299: the fewest evaluations within 0.005 identity, 0.1 dB PSNR, 0.005
+# ST-LPIPS and 2 faces "same person" of the 10-step schedule at both presets; 4 steps (ddim or unipc)
+# and 3 (ddim, unipc, dpm) lost more than 0.005 ST-LPIPS.
+DEFAULT_STEPS = 5
 DEFAULT_STRENGTH = 1.0
 
 FUSION_MODES = ("window", "uniform")
