@@ -15,6 +15,8 @@ DDIM steps from noise (``fidelity=None``), stride 32, uniform fusion, strength 1
 - ``--sweep default``: the product's sampler (10 steps, window fusion) at ``--fidelities``.
 
 Every setting is also reported in each age band of the UTKFace file names (issue 22).
+- ``--sweep speed``: the default fidelity over shorter schedules and other solvers (fewer UNet
+  evaluations a face, issue 19).
 
 Every table also has a ``seam`` column (:func:`seam_contrast`): the step of the error against
 the clean face between neighbouring pixels across the patch grid's borders, over the steps
@@ -35,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from lpipdiff.age_bands import per_band
-from lpipdiff.defaults import DEFAULT_FIDELITY, DEFAULT_STEPS, PRESET_NAMES
+from lpipdiff.defaults import BACKEND_NAMES, DEFAULT_BACKEND, DEFAULT_FIDELITY, DEFAULT_STEPS, PRESET_NAMES
 from lpipdiff.image_io import save_image
 from lpipdiff.loading import load_pipeline
 from lpipdiff.metrics import Metrics, seam_contrast
@@ -82,9 +84,17 @@ def default_settings(fidelities=DEFAULT_FIDELITIES) -> dict:
             for f in fidelities}
 
 
+# Issue 19: fewer UNet evaluations at fidelity 0.3 (the default then) with window fusion; the schedule the
+# posterior mean re-enters, and the solver, vary. The rule that chose among them is in docs/RESULTS.md
+# ("Speed: fewer UNet evaluations"), written before this sweep was run.
+SPEED_SETTINGS = {
+    f"{scheduler} {steps}-step schedule": {"fidelity": 0.3, "steps": steps, "fusion": "window", "scheduler": scheduler}
+    for scheduler, steps in (("ddim", 10), ("ddim", 5), ("ddim", 4), ("ddim", 3), ("unipc", 4), ("unipc", 3),
+                             ("dpm", 3))
+}
 SWEEPS = {"sampler": SAMPLER_SETTINGS, "fidelity": FIDELITY_SETTINGS, "fusion": FUSION_SETTINGS,
-          "default": default_settings()}
-COLUMNS = ["psnr", "ssim", "lpips", "identity", "same_person", "landmarks", "seam", "seconds_per_face"]
+          "default": default_settings(), "speed": SPEED_SETTINGS}
+COLUMNS = ["unet_evaluations", "psnr", "ssim", "lpips", "identity", "same_person", "landmarks", "seam", "seconds_per_face"]
 
 
 def band_rows(row: dict, names: list[str], faces: dict[str, list[float]]) -> list[dict]:
@@ -102,6 +112,8 @@ def main() -> None:
     parser.add_argument("--offset", type=int, default=200, help="skip the first N faces (the headline's)")
     parser.add_argument("--presets", nargs="+", default=list(PRESET_NAMES), choices=PRESET_NAMES)
     parser.add_argument("--sweep", default="sampler", choices=sorted(SWEEPS))
+    parser.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKEND_NAMES,
+                        help="how the UNet runs (lpipdiff.backends)")
     parser.add_argument("--settings", nargs="*", default=None, help="subset of the sweep's setting names")
     parser.add_argument("--fidelities", type=float, nargs="+", default=None,
                         help=f"with --sweep default: the fidelities (default {' '.join(map(str, DEFAULT_FIDELITIES))})")
@@ -113,7 +125,7 @@ def main() -> None:
         SWEEPS["default"] = default_settings(args.fidelities)
 
     output = Path(args.output)
-    pipeline = load_pipeline(args.model, device="cpu")
+    pipeline = load_pipeline(args.model, device="cpu", backend=args.backend)
     metrics = Metrics(fid=False)
     rows, bands = [], []
 
@@ -146,7 +158,9 @@ def main() -> None:
             if args.save_images:
                 for face, image in zip(names, restored):
                     save_image(image, output / "restored" / preset / name.replace(" ", "_").replace(",", "") / face)
-            measure(preset, args.model_label + name, restored, clean, names, seam, seconds_per_face=seconds)
+            options = SamplingOptions(**{**REFERENCE, **change})
+            measure(preset, args.model_label + name, restored, clean, names, seam, seconds_per_face=seconds,
+                    unet_evaluations=options.unet_steps())
     output.mkdir(parents=True, exist_ok=True)
     summary = {"faces_per_preset": len(clean), "offset": args.offset, "rows": rows, "bands": bands}
     (output / "sweep.json").write_text(json.dumps(summary, indent=2))

@@ -109,7 +109,8 @@ def load_restorers(args, sampling, device=None):
     """The pipeline and, for whole photos, the :class:`FaceRestorer` (with its background upscaler)."""
     from .loading import load_pipeline
 
-    pipeline = load_pipeline(args.model, scheduler=sampling.scheduler, device=device or args.device)
+    pipeline = load_pipeline(args.model, scheduler=sampling.scheduler, device=device or args.device,
+                             backend=args.backend)
     restorer = None
     if args.whole_photo:
         from .faces import FaceRestorer
@@ -276,7 +277,7 @@ def cmd_export(args) -> int:
     from .hub import export
 
     try:
-        folder = export(args.model, args.output, repo_id=args.repo_id, overwrite=args.overwrite)
+        folder = export(args.model, args.output, repo_id=args.repo_id, overwrite=args.overwrite, onnx=args.onnx)
     except (ValueError, OSError) as error:  # OutputExistsError (an OSError) is reported by main
         if isinstance(error, FileExistsError):
             raise
@@ -355,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output", required=True, type=output_folder, help="the folder to write")
     export.add_argument("--overwrite", action="store_true", help="replace files of an earlier export in OUTPUT")
     export.add_argument("--repo-id", default="ORG/lpipdiff", help="the repo id the model card's examples use")
+    export.add_argument("--onnx", action="store_true",
+                        help="also write the UNet as ONNX (unet/model.onnx, fp32, dynamic batch) for ONNX Runtime and "
+                             "OpenVINO")
     export.set_defaults(handler=cmd_export)
 
     push = command("push", "export and upload a model repo to the Hugging Face Hub")

@@ -10,7 +10,7 @@ import argparse
 
 from . import defaults
 from .argtypes import device_argument, existing_folder
-from .settings import BG_UPSAMPLER_ENV, DEVICE_ENV, FACE_WEIGHTS_ENV, MODEL_ENV, from_environment
+from .settings import BACKEND_ENV, BG_UPSAMPLER_ENV, DEVICE_ENV, FACE_WEIGHTS_ENV, MODEL_ENV, from_environment
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -53,6 +53,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"pipeline folder or Hub repo id (default: ${MODEL_ENV}, else the bundled model)")
     parser.add_argument("--device", type=device_argument, default=from_environment(DEVICE_ENV),
                         help=f"cpu, cuda, cuda:1, ... (default: ${DEVICE_ENV}, else cuda when available)")
+    parser.add_argument("--backend", default=from_environment(BACKEND_ENV) or defaults.DEFAULT_BACKEND,
+                        choices=defaults.BACKEND_NAMES,
+                        help=f"how the UNet runs; auto: the fastest this machine supports, torch on a GPU "
+                             f"(default: ${BACKEND_ENV}, else auto)")
 
 
 def add_face_weights_argument(parser: argparse.ArgumentParser) -> None:

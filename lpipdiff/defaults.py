@@ -14,7 +14,13 @@ person. Window fusion removed the faint lines uniform fusion left along the patc
 """
 
 DEFAULT_FIDELITY = 1.0
-DEFAULT_STEPS = 10
+# The schedule the posterior mean re-enters below fidelity 1 (issue 19): 5 steps instead of 10, so
+# fidelity 0.3 runs the posterior mean and the last 4 steps of a 5-step DDIM schedule (from timestep
+# 799): 5 UNet evaluations a face instead of 8. Chosen by a rule committed before the sweep
+# (docs/RESULTS.md, "Speed: fewer UNet evaluations"), on val faces 248-299: the fewest evaluations
+# within 0.005 identity, 0.1 dB PSNR, 0.005 ST-LPIPS and 2 faces "same person" of the 10-step schedule
+# at both presets; 4 steps (ddim or unipc) and 3 (ddim, unipc, dpm) lost more than 0.005 ST-LPIPS.
+DEFAULT_STEPS = 5
 DEFAULT_STRENGTH = 1.0
 
 FUSION_MODES = ("window", "uniform")
@@ -22,6 +28,12 @@ DEFAULT_FUSION = "window"
 
 SCHEDULER_NAMES = ("ddim", "dpm", "unipc")
 DEFAULT_SCHEDULER = "ddim"
+
+# How the UNet runs (lpipdiff.backends): "auto" is the fastest the machine supports (a GPU: torch;
+# a CPU with native bf16: OpenVINO bf16, else torch bf16 autocast; other CPUs: ONNX Runtime fp32,
+# else torch fp32), measured in docs/BENCHMARKS.md (issue 19).
+BACKEND_NAMES = ("auto", "torch", "torch-bf16", "onnxruntime", "openvino")
+DEFAULT_BACKEND = "auto"
 
 # torch's generators take 64-bit seeds; the room above this is for "seed + face index".
 MAX_SEED = 2**62

@@ -110,7 +110,7 @@ def run(args) -> int:
 
     sampling = sampling_options(args)
     refuse_existing(results_files(Path(args.output)), args.overwrite)  # before loading anything
-    pipeline = load_pipeline(args.model, scheduler=sampling.scheduler, device=args.device)
+    pipeline = load_pipeline(args.model, scheduler=sampling.scheduler, device=args.device, backend=args.backend)
     results = evaluate(
         pipeline, Path(args.data), Path(args.output), sampling, presets=args.presets, limit=args.limit,
         offset=args.offset, pairs_dir=Path(args.pairs_dir) if args.pairs_dir else None, batch_size=args.batch_size,

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import torch
 
-from .defaults import DEFAULT_SCHEDULER
+from .backends import ONNX_FILE, accelerate
+from .defaults import DEFAULT_BACKEND, DEFAULT_SCHEDULER
 from .model_checks import ModelLoadError, check_model_folder, read_json
 from .pipeline_lpipdiff import LPIPDiffPipeline
 from .sampling import sampling_pipeline
@@ -63,12 +64,21 @@ def load_pipeline(
     scheduler: str = DEFAULT_SCHEDULER,
     device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float32,
+    backend: str = DEFAULT_BACKEND,
+    threads: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
 ) -> LPIPDiffPipeline:
     """Load an LPIP-Diff pipeline ready to restore faces.
 
     Weights are read with safetensors only (``use_safetensors=True``): a folder holding only
     pickled weights is refused rather than unpickled. Weights saved in fp16 are upcast to
     ``dtype`` (float32 by default, which CPUs need for speed and accuracy).
+
+    ``backend`` says how the UNet runs (:mod:`lpipdiff.backends`): ``"auto"`` (the default) the
+    fastest way this machine supports, torch on a GPU; ``"torch"``, ``"torch-bf16"``,
+    ``"onnxruntime"`` or ``"openvino"`` by name. ONNX Runtime and OpenVINO read the folder's
+    ``unet/model.onnx`` (``lpipdiff export --onnx``) or a graph exported once into ``cache_dir``;
+    ``threads`` is their thread count (default: torch's).
     """
     source = resolve_model(model)
     check_model_folder(source)
@@ -77,4 +87,12 @@ def load_pipeline(
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise ModelLoadError(f"could not load an LPIP-Diff pipeline from {source}: {error}") from None
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return sampling_pipeline(pipeline, scheduler).to(device)
+    pipeline = sampling_pipeline(pipeline, scheduler).to(device)
+    if backend != "torch":
+        onnx = Path(source) / "unet" / ONNX_FILE if Path(source).is_dir() else None
+        try:
+            pipeline.unet = accelerate(pipeline.unet.eval(), backend, onnx if onnx and onnx.is_file() else None,
+                                       cache_dir, threads)
+        except ImportError as error:
+            raise ModelLoadError(f"backend {backend!r} is not installed: {error}") from None
+    return pipeline

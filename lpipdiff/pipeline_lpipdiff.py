@@ -144,7 +144,7 @@ class LPIPDiffPipeline(HubLayoutMixin, DiffusionPipeline):
                 from the person; 0 is close to sampling from pure noise. ``None`` is the expert
                 path: ``num_inference_steps`` steps from pure noise, or from the noised input
                 when ``strength < 1``.
-            num_inference_steps (`int`, defaults to ``DEFAULT_STEPS``, 10):
+            num_inference_steps (`int`, defaults to ``DEFAULT_STEPS``, 5):
                 steps of the full schedule. With a ``fidelity``, the schedule the posterior mean
                 re-enters (``1 + k`` UNet evaluations in all; more steps: finer steps, same start
                 time). With ``fidelity=None``, denoising steps from pure noise (one step: the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 METRIC_LABELS = {
+    "unet_evaluations": "UNet evals",
     "psnr": "PSNR ↑",
     "ssim": "SSIM ↑",
     "lpips": "ST-LPIPS ↓",

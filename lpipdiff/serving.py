@@ -149,7 +149,8 @@ class RestorationService:
     def pipeline(self):
         with self._loading:
             if self._pipeline is None:
-                self._pipeline = load_pipeline(self.settings.model, device=self.settings.device)
+                self._pipeline = load_pipeline(self.settings.model, device=self.settings.device,
+                                               backend=self.settings.backend)
             return self._pipeline
 
     @property

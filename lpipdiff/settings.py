@@ -7,10 +7,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
+from .defaults import BACKEND_NAMES, DEFAULT_BACKEND
+
 MODEL_ENV = "LPIPDIFF_MODEL"  # a pipeline folder or Hub repo id instead of the bundled model
 DEVICE_ENV = "LPIPDIFF_DEVICE"  # cpu, cuda, ...
 FACE_WEIGHTS_ENV = "LPIPDIFF_FACEXLIB_WEIGHTS"  # facexlib's detector weights folder (offline machines)
 BG_UPSAMPLER_ENV = "LPIPDIFF_BG_UPSAMPLER"  # whole photos: the background upscaler (file, folder or short name)
+BACKEND_ENV = "LPIPDIFF_BACKEND"  # how the UNet runs: auto, torch, torch-bf16, onnxruntime, openvino
 MAX_WORK_ENV = "LPIPDIFF_MAX_WORK"
 MAX_SECONDS_ENV = "LPIPDIFF_MAX_SECONDS"
 
@@ -30,6 +33,8 @@ class ServingSettings:
         model: pipeline folder or Hub repo id; ``None``: the bundled model.
         device: ``None``: CUDA when available, else the CPU.
         face_weights: facexlib's detector weights folder; ``None``: facexlib downloads them.
+        backend: how the UNet runs (:mod:`lpipdiff.backends`); ``"auto"``: the fastest this machine
+            supports (torch on a GPU).
         max_work: the work of one request, in UNet patch evaluations (faces x samples x steps x
             patches a step). The bundled model does about 45 a second on a free Space's 2 CPU cores,
             so the heaviest request allowed takes about half a minute there (docs/BENCHMARKS.md).
@@ -59,6 +64,7 @@ class ServingSettings:
     model: str | None = None
     device: str | None = None
     face_weights: str | None = None
+    backend: str = DEFAULT_BACKEND
     max_work: int = 1200
     max_seconds: float = 90.0
     abandoned_after: float = 5.0
@@ -76,6 +82,8 @@ class ServingSettings:
     max_upscale: int = 4
 
     def __post_init__(self):
+        if self.backend not in BACKEND_NAMES:
+            raise ValueError(f"ServingSettings.backend must be one of {BACKEND_NAMES}, got {self.backend!r}")
         for field in fields(self):
             value = getattr(self, field.name)
             if field.type in ("int", "float") and (isinstance(value, bool) or not value > 0):
@@ -89,6 +97,7 @@ class ServingSettings:
             "device": (DEVICE_ENV, str),
             "face_weights": (FACE_WEIGHTS_ENV, str),
             "bg_upsampler": (BG_UPSAMPLER_ENV, str),
+            "backend": (BACKEND_ENV, str),
             "max_work": (MAX_WORK_ENV, int),
             "max_seconds": (MAX_SECONDS_ENV, float),
         }
