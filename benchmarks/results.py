@@ -94,7 +94,8 @@ SPEED_SETTINGS = {
 }
 SWEEPS = {"sampler": SAMPLER_SETTINGS, "fidelity": FIDELITY_SETTINGS, "fusion": FUSION_SETTINGS,
           "default": default_settings(), "speed": SPEED_SETTINGS}
-COLUMNS = ["unet_evaluations", "psnr", "ssim", "lpips", "identity", "same_person", "landmarks", "seam", "seconds_per_face"]
+COLUMNS = ["unet_evaluations", "psnr", "ssim", "lpips", "identity", "same_person", "landmarks", "seam",
+           "seconds_per_face"]
 
 
 def band_rows(row: dict, names: list[str], faces: dict[str, list[float]]) -> list[dict]:
