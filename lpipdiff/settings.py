@@ -36,8 +36,9 @@ class ServingSettings:
         backend: how the UNet runs (:mod:`lpipdiff.backends`); ``"auto"``: the fastest this machine
             supports (torch on a GPU).
         max_work: the work of one request, in UNet patch evaluations (faces x samples x steps x
-            patches a step). The bundled model does about 45 a second on a free Space's 2 CPU cores,
-            so the heaviest request allowed takes about half a minute there (docs/BENCHMARKS.md).
+            patches a step). The bundled model does about 40 a second with torch fp32 and about 80
+            with OpenVINO bf16 on the project's 2-core CPU (one evaluation of 9 patches: 0.22 s and
+            0.11 s, docs/BENCHMARKS.md), so the heaviest request allowed takes 15-30 s there.
         max_seconds: a request still running after this long is stopped (a busy machine).
         abandoned_after: a request whose client stopped listening this long ago is stopped at its
             next step.
