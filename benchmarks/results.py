@@ -12,7 +12,8 @@ DDIM steps from noise (``fidelity=None``), stride 32, uniform fusion, strength 1
 - ``--sweep fidelity``: the posterior-mean start at fidelity 1 ... 0 over a 10-step schedule,
   next to today's expert modes (1 step, 20 steps from noise, 10 steps at strength 0.5).
 - ``--sweep fusion``: uniform against window fusion at the default fidelity and at fidelity 1.
-- ``--sweep default``: the product's sampler (10 steps, window fusion) at ``--fidelities``.
+- ``--sweep default``: the product's sampler (window fusion, ``--schedule-steps``, 10 in issue 22's
+  sweep) at ``--fidelities``.
 
 Every setting is also reported in each age band of the UTKFace file names (issue 22).
 - ``--sweep speed``: the default fidelity over shorter schedules and other solvers (fewer UNet
@@ -78,9 +79,9 @@ FUSION_SETTINGS = {
 DEFAULT_FIDELITIES = (1.0, 0.9, 0.7, 0.5, 0.3)
 
 
-def default_settings(fidelities=DEFAULT_FIDELITIES) -> dict:
-    """The product's sampler (10-step schedule, window fusion) at each fidelity: issue 22's sweep."""
-    return {f"fidelity {f:g}, window": {"fidelity": f, "steps": DEFAULT_STEPS, "fusion": "window"}
+def default_settings(fidelities=DEFAULT_FIDELITIES, steps: int = DEFAULT_STEPS) -> dict:
+    """The product's sampler (window fusion; issue 22's sweep used the 10-step schedule) at each fidelity."""
+    return {f"fidelity {f:g}, window": {"fidelity": f, "steps": steps, "fusion": "window"}
             for f in fidelities}
 
 
@@ -116,14 +117,17 @@ def main() -> None:
     parser.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKEND_NAMES,
                         help="how the UNet runs (lpipdiff.backends)")
     parser.add_argument("--settings", nargs="*", default=None, help="subset of the sweep's setting names")
+    parser.add_argument("--schedule-steps", type=int, default=None,
+                        help=f"with --sweep default: the schedule below fidelity 1 (default {DEFAULT_STEPS})")
     parser.add_argument("--fidelities", type=float, nargs="+", default=None,
                         help=f"with --sweep default: the fidelities (default {' '.join(map(str, DEFAULT_FIDELITIES))})")
     parser.add_argument("--model-label", default="", help="prefix of every setting's name (comparing weights)")
     parser.add_argument("--seed", type=int, default=0, help="face i gets seed + i")
     parser.add_argument("--save-images", action="store_true", help="write OUTPUT/restored/PRESET/SETTING/NAME")
     args = parser.parse_args()
-    if args.fidelities:
-        SWEEPS["default"] = default_settings(args.fidelities)
+    if args.fidelities or args.schedule_steps:
+        steps = args.schedule_steps or DEFAULT_STEPS
+        SWEEPS["default"] = default_settings(args.fidelities or DEFAULT_FIDELITIES, steps)
 
     output = Path(args.output)
     pipeline = load_pipeline(args.model, device="cpu", backend=args.backend)
