@@ -22,7 +22,7 @@ from .argtypes import image_folder, non_negative_int, output_folder, positive_in
 from .cli_options import HelpFormatter, add_sampling_arguments, sampling_options
 from .defaults import PRESET_NAMES
 from .image_io import save_image
-from .metrics import Metrics
+from .metrics import Metrics, inception_features
 from .pairs import ensure_pairs, load_pairs
 from .reports import results_table
 from .safe_files import refuse_existing, write_text
@@ -82,8 +82,9 @@ def evaluate(
         if save_images:
             for name, image in zip(names, restored):
                 save_image(image, output / "restored" / preset / name, overwrite=overwrite)
-        baseline, baseline_bands = metrics.with_bands(names, degraded, clean)  # overall and per age band
-        model, model_bands = metrics.with_bands(names, restored, clean)
+        clean_features = inception_features(clean) if fid else None  # once for both rows
+        baseline, baseline_bands = metrics.with_bands(names, degraded, clean, clean_features)  # overall and by band
+        model, model_bands = metrics.with_bands(names, restored, clean, clean_features)
         model["seconds_per_face"] = seconds
         results["presets"][preset] = {"degraded input": baseline, label: model}
         results.setdefault("bands", {})[preset] = {

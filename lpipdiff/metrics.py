@@ -199,18 +199,23 @@ class Metrics:
             result["fid"] = frechet_inception_distance(images, references)
         return result
 
-    def with_bands(self, names: list[str], images: list[np.ndarray], references: list[np.ndarray]):
+    def with_bands(self, names: list[str], images: list[np.ndarray], references: list[np.ndarray],
+                   reference_features: np.ndarray | None = None):
         """The figures over all faces, and the same figures in every age band of the UTKFace
         ``names`` (:mod:`lpipdiff.age_bands`): ``({"n": ..., metric: ...}, {band: {"n": ..., ...}})``.
         A band's FID (from the same Inception features) needs 2 faces; it is biased by the
-        band's small size, so compare it only with the same band's other rows."""
+        band's small size, so compare it only with the same band's other rows.
+        ``reference_features``: ``inception_features(references)``, when the caller measures
+        several image sets against the same references and computes them once."""
         from .age_bands import band_indices, per_band
 
         faces = self.per_face(images, references)
         overall = {"n": len(images), **{metric: float(np.mean(values)) for metric, values in faces.items()}}
         bands = per_band(names, faces)
         if self.fid:
-            features, reference_features = inception_features(images), inception_features(references)
+            features = inception_features(images)
+            if reference_features is None:
+                reference_features = inception_features(references)
             overall["fid"] = frechet_distance(features, reference_features)
             for band, indices in band_indices(names).items():
                 if len(indices) >= 2:
