@@ -4,6 +4,7 @@ import os
 import shutil
 import socket
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,20 @@ HEAVY_WORK = 50 * 4 * 25
 LIGHT = ("Aligned face", 1, "ddim", 1.0, 16, 0, 1, 1.0)
 # Measured on the 2-core CPU machine: the light request took about 1-3 s beside the heavy one.
 LIGHT_ANSWER_SECONDS = 15
+# Each UNet evaluation of the load tests waits this long (sleeping, so the CPU stays free for the light
+# request): the heavy request then lasts well over the watchdog's patience however fast the machine
+# (it once finished inside it on a fast CI machine, and nothing was left to stop).
+UNET_PAUSE_SECONDS = 0.1
+
+
+@contextmanager
+def slow_unet(service):
+    """Make every UNet evaluation of ``service``'s pipeline take at least UNET_PAUSE_SECONDS longer."""
+    handle = service.pipeline.unet.register_forward_pre_hook(lambda *_: time.sleep(UNET_PAUSE_SECONDS))
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def wait_until(condition, timeout: float) -> float:
@@ -109,14 +124,15 @@ def test_a_light_request_is_answered_while_the_heaviest_allowed_one_runs(server,
 
     client = Client(server, verbose=False)
     face = handle_file(str(ROOT / "examples" / "astronaut_face_severe.png"))
-    heavy = client.submit(face, *HEAVY, api_name="/restore")
-    wait_until(lambda: service.tally.running == 1, timeout=60)
-    seconds = time.monotonic()
-    *_, status = Client(server, verbose=False).predict(face, *LIGHT, api_name="/restore")
-    seconds = time.monotonic() - seconds
-    assert "Restored 1 face(s)" in status and seconds < LIGHT_ANSWER_SECONDS
-    assert not heavy.done()  # the light request did not wait for the heavy one
-    *_, status = heavy.result(timeout=600)
+    with slow_unet(service):
+        heavy = client.submit(face, *HEAVY, api_name="/restore")
+        wait_until(lambda: service.tally.running == 1, timeout=60)
+        seconds = time.monotonic()
+        *_, status = Client(server, verbose=False).predict(face, *LIGHT, api_name="/restore")
+        seconds = time.monotonic() - seconds
+        assert "Restored 1 face(s)" in status and seconds < LIGHT_ANSWER_SECONDS
+        assert not heavy.done()  # the light request did not wait for the heavy one
+        *_, status = heavy.result(timeout=600)
     assert "4 sample(s)" in status
 
 
@@ -125,14 +141,15 @@ def test_work_stops_when_its_client_goes_away(server, service):
 
     client = Client(server, verbose=False)
     stopped = service.tally.stopped
-    heavy = client.submit(handle_file(str(ROOT / "examples" / "astronaut_face_severe.png")), *HEAVY,
-                          api_name="/restore")
-    wait_until(lambda: service.tally.running == 1, timeout=60)
-    heavy.cancel()
-    client.close()
-    # The pipeline is interrupted at its next step once the watchdog stops hearing from the client.
-    patience = service.settings.abandoned_after + 20
-    waited = wait_until(lambda: service.tally.running == 0, timeout=patience)
+    with slow_unet(service):
+        heavy = client.submit(handle_file(str(ROOT / "examples" / "astronaut_face_severe.png")), *HEAVY,
+                              api_name="/restore")
+        wait_until(lambda: service.tally.running == 1, timeout=60)
+        heavy.cancel()
+        client.close()
+        # The pipeline is interrupted at its next step once the watchdog stops hearing from the client.
+        patience = service.settings.abandoned_after + 20
+        waited = wait_until(lambda: service.tally.running == 0, timeout=patience)
     assert service.tally.stopped == stopped + 1 and waited < patience
 
 
