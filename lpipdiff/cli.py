@@ -302,6 +302,13 @@ def cmd_push(args) -> int:
     return 0
 
 
+def add_upload_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """The options every upload to the Hub takes; ``what`` names the thing created."""
+    parser.add_argument("--private", action="store_true", help=f"create the {what} private")
+    parser.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the saved login)")
+    parser.set_defaults(handler=cmd_push)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lpipdiff", description="LPIP-Diff blind face restoration")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -364,16 +371,12 @@ def build_parser() -> argparse.ArgumentParser:
     push = command("push", "export and upload a model repo to the Hugging Face Hub")
     push.add_argument("--model", default=None, help="pipeline folder (default: the bundled model)")
     push.add_argument("--repo-id", required=True, help="ORG/NAME")
-    push.add_argument("--private", action="store_true", help="create the repo private")
-    push.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the saved login)")
-    push.set_defaults(handler=cmd_push)
+    add_upload_arguments(push, "repo")
 
     space = command("push-space", "upload the demo as a Gradio Space")
     space.add_argument("--space-id", required=True, help="ORG/NAME")
     space.add_argument("--model-repo", default=None, help="load this model repo (default: bundle the weights)")
-    space.add_argument("--private", action="store_true", help="create the Space private")
-    space.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the saved login)")
-    space.set_defaults(handler=cmd_push)
+    add_upload_arguments(space, "Space")
 
     for name, (_, help) in DELEGATED.items():
         commands.add_parser(name, help=help, add_help=False)
