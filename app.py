@@ -3,8 +3,8 @@
     python app.py                                   # http://127.0.0.1:7860, bundled model
     LPIPDIFF_MODEL=org/lpipdiff-... python app.py   # another model folder or Hub id
 
-The page only: the work, its limits and the model live in :mod:`lpipdiff.serving`, configured by
-:class:`lpipdiff.settings.ServingSettings` (read from ``LPIPDIFF_*`` variables here, at the edge).
+The page only: the work, its limits and the model live in :mod:`lpipdiff.serving.service`, configured by
+:class:`lpipdiff.serving.settings.ServingSettings` (read from ``LPIPDIFF_*`` variables here, at the edge).
 The restore function is served as the API endpoint ``restore`` (README: gradio_client).
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import gradio as gr
 import PIL.Image
 
-from lpipdiff.defaults import (
+from lpipdiff.config.defaults import (
     DEFAULT_DETAIL,
     DEFAULT_FIDELITY,
     DEFAULT_SCHEDULER,
@@ -24,10 +24,10 @@ from lpipdiff.defaults import (
     DEFAULT_STRENGTH,
     SCHEDULER_NAMES,
 )
-from lpipdiff.demo_inputs import guard_number_inputs, public_message
-from lpipdiff.image_io import MAX_PIXELS, array_to_pil
-from lpipdiff.serving import MODES, USER_ERRORS, RestorationService
-from lpipdiff.settings import ServingSettings
+from lpipdiff.io.images import MAX_PIXELS, array_to_pil
+from lpipdiff.serving.requests import guard_number_inputs, public_message
+from lpipdiff.serving.service import MODES, USER_ERRORS, RestorationService
+from lpipdiff.serving.settings import ServingSettings
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from lpipdiff.age_bands import per_band
-from lpipdiff.image_io import list_images, load_image_file
-from lpipdiff.metrics import Metrics
-from lpipdiff.reports import markdown_table
+from lpipdiff.evaluation.age_bands import per_band
+from lpipdiff.evaluation.metrics import Metrics
+from lpipdiff.evaluation.reports import markdown_table
+from lpipdiff.io.images import list_images, load_image_file
 
 
 def choose(geometry, mean: np.ndarray, candidates: list[np.ndarray]) -> int:

@@ -106,8 +106,8 @@ def main() -> None:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     sys.path.insert(0, str(ROOT))  # app.py is a script at the top of the checkout, not a module of the package
     import app
-    from lpipdiff.serving import RestorationService
-    from lpipdiff.settings import ServingSettings
+    from lpipdiff.serving.service import RestorationService
+    from lpipdiff.serving.settings import ServingSettings
 
     service = RestorationService(ServingSettings.from_environment())
     demo = app.build_demo(service)

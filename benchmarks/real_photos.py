@@ -7,7 +7,7 @@ public-domain pictures that ship with installed packages: scikit-image's astrona
 and cameraman, and matplotlib's Grace Hopper (US Navy), rescaled to several face sizes and
 degraded with a fixed seed, or left as they are. Every photo is restored with the
 same seed at ``detail`` 0 (the restoration alone, scaled up: the behaviour before
-``lpipdiff.detail``) and at the default, 1.
+``lpipdiff.faces.detail``) and at the default, 1.
 
 Per face: its size in the output (side of the aligned crop); the detail ratio, mean absolute
 Laplacian of the luma over the central 80 % of the aligned face region, restored photo over
@@ -29,14 +29,14 @@ import cv2
 import numpy as np
 from skimage import data
 
-from lpipdiff.cli_options import add_face_weights_argument, add_sampling_arguments, face_weights, sampling_options
-from lpipdiff.defaults import DEFAULT_DETAIL
-from lpipdiff.degradation import Degradation
-from lpipdiff.detail_measure import aligned_crop, face_mask, laplacian_energy, structure_energy
-from lpipdiff.faces import FaceRestorer
-from lpipdiff.image_io import load_image_file, resize_array, save_image
-from lpipdiff.loading import load_pipeline
-from lpipdiff.metrics import FaceGeometry
+from lpipdiff.cli.options import add_face_weights_argument, add_sampling_arguments, face_weights, sampling_options
+from lpipdiff.config.defaults import DEFAULT_DETAIL
+from lpipdiff.evaluation.face_regions import aligned_crop, face_mask, laplacian_energy, structure_energy
+from lpipdiff.evaluation.metrics import FaceGeometry
+from lpipdiff.faces.restorer import FaceRestorer
+from lpipdiff.io.images import load_image_file, resize_array, save_image
+from lpipdiff.model.loading import load_pipeline
+from lpipdiff.training.degradation import Degradation
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 FIGURE_SIDE = 256

@@ -12,7 +12,7 @@ OUT=${OUT:-runs/recipes}
 for recipe in "epsilon --residual" "v_prediction --no-residual" "v_prediction --residual"; do
   set -- $recipe
   name="$1-${2#--}"
-  python -m lpipdiff.train --data "$DATA" --output "$OUT/$name" --prediction-type "$1" "$2" \
+  python -m lpipdiff.training.train --data "$DATA" --output "$OUT/$name" --prediction-type "$1" "$2" \
     --max-steps "$STEPS" --validate-every 1000000 --val-faces 16 --val-steps 20 \
     --checkpoint-every 1000000 --num-workers 1 --seed 0
 done

@@ -37,14 +37,14 @@ from pathlib import Path
 
 import numpy as np
 
-from lpipdiff.age_bands import per_band
-from lpipdiff.defaults import BACKEND_NAMES, DEFAULT_BACKEND, DEFAULT_FIDELITY, DEFAULT_STEPS, PRESET_NAMES
-from lpipdiff.image_io import save_image
-from lpipdiff.loading import load_pipeline
-from lpipdiff.metrics import Metrics, seam_contrast
-from lpipdiff.pairs import ensure_pairs, load_pairs
-from lpipdiff.reports import markdown_table
-from lpipdiff.sampling import SamplingOptions, restore_all
+from lpipdiff.config.defaults import BACKEND_NAMES, DEFAULT_BACKEND, DEFAULT_FIDELITY, DEFAULT_STEPS, PRESET_NAMES
+from lpipdiff.evaluation.age_bands import per_band
+from lpipdiff.evaluation.metrics import Metrics, seam_contrast
+from lpipdiff.evaluation.pairs import ensure_pairs, load_pairs
+from lpipdiff.evaluation.reports import markdown_table
+from lpipdiff.io.images import save_image
+from lpipdiff.model.loading import load_pipeline
+from lpipdiff.model.sampling import SamplingOptions, restore_all
 
 # Each setting changes these SamplingOptions fields of the reference.
 REFERENCE = {"fidelity": None, "steps": 20, "stride": 32, "fusion": "uniform", "strength": 1.0}
@@ -115,7 +115,7 @@ def main() -> None:
     parser.add_argument("--presets", nargs="+", default=list(PRESET_NAMES), choices=PRESET_NAMES)
     parser.add_argument("--sweep", default="sampler", choices=sorted(SWEEPS))
     parser.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKEND_NAMES,
-                        help="how the UNet runs (lpipdiff.backends)")
+                        help="how the UNet runs (lpipdiff.model.backends)")
     parser.add_argument("--settings", nargs="*", default=None, help="subset of the sweep's setting names")
     parser.add_argument("--schedule-steps", type=int, default=None,
                         help=f"with --sweep default: the schedule below fidelity 1 (default {DEFAULT_STEPS})")

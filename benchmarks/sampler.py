@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from lpipdiff import LPIPDiffPipeline, PatchFusionUNet
-from lpipdiff.patches import PatchGrid
-from lpipdiff.sampling import build_scheduler
+from lpipdiff.model.patches import PatchGrid
+from lpipdiff.model.sampling import build_scheduler
 
 
 def bare_unet_seconds(unet, grid: PatchGrid, steps: int, batch_size: int) -> float:

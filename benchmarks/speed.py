@@ -9,8 +9,8 @@ rounds, after a warm-up round), so that load from other jobs hits them alike, an
 best (min) is reported with its ratio to the old default (torch fp32, fidelity 0.3 on the 10-step
 DDIM schedule: 8 UNet evaluations). Variants:
 
-- the old default's sampler on every backend this machine supports (lpipdiff.backends);
-- the new default's sampler (lpipdiff.defaults) on the same backends; ``auto`` is what the CLI and
+- the old default's sampler on every backend this machine supports (lpipdiff.model.backends);
+- the new default's sampler (lpipdiff.config.defaults) on the same backends; ``auto`` is what the CLI and
   the demo use;
 - one UNet evaluation of the 9 patches, per backend (the cost of a step);
 - the peers (``spandrel`` / ``spandrel-extra-arches``, requirements-dev.txt; skipped when absent):
@@ -33,11 +33,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lpipdiff.backends import choose_backend, installed, native_bf16
-from lpipdiff.defaults import DEFAULT_BACKEND
-from lpipdiff.image_io import load_image_file
-from lpipdiff.loading import load_pipeline
-from lpipdiff.sampling import SamplingOptions, sampling_pipeline
+from lpipdiff.config.defaults import DEFAULT_BACKEND
+from lpipdiff.io.images import load_image_file
+from lpipdiff.model.backends import choose_backend, installed, native_bf16
+from lpipdiff.model.loading import load_pipeline
+from lpipdiff.model.sampling import SamplingOptions, sampling_pipeline
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 OLD_DEFAULT = SamplingOptions(fidelity=0.3, steps=10, scheduler="ddim", fusion="window")  # before issue 19
@@ -116,7 +116,7 @@ def peer_calls() -> dict:
 
 
 def photo_calls(pipelines: dict, weights: str | None, upscale: float) -> dict:
-    from lpipdiff.faces import FaceRestorer
+    from lpipdiff.faces.restorer import FaceRestorer
 
     photo = load_image_file(EXAMPLES / "astronaut_photo_severe.png")
     calls = {}

@@ -1,7 +1,7 @@
 """Training throughput: data alone, model step alone, full step, and the loop this replaced.
 
 Measures in one process, each after warm-up steps, best of ``--repeats``:
-  data     batches from :class:`lpipdiff.data.PatchBatches` (faces in memory, degraded on
+  data     batches from :class:`lpipdiff.training.data.PatchBatches` (faces in memory, degraded on
            the device, ``--patches-per-face`` patches a face), no model;
   model    the training step (loss, backward, AdamW) on one batch already on the device;
   full     both, as ``lpipdiff train`` runs them;
@@ -31,12 +31,12 @@ import torch
 from diffusers import DDPMScheduler
 from torch.utils.data import DataLoader, Dataset
 
-from lpipdiff.data import EncodedFaces, PatchBatches, crop_examples, face_source, open_faces
-from lpipdiff.degradation import Degradation
-from lpipdiff.degradation_torch import BatchDegradation
-from lpipdiff.sampling import build_scheduler
-from lpipdiff.train import build_parser, build_unet, training_loss
-from lpipdiff.unet import coordinate_channels
+from lpipdiff.model.sampling import build_scheduler
+from lpipdiff.model.unet import coordinate_channels
+from lpipdiff.training.data import EncodedFaces, PatchBatches, crop_examples, face_source, open_faces
+from lpipdiff.training.degradation import Degradation
+from lpipdiff.training.degradation_torch import BatchDegradation
+from lpipdiff.training.train import build_parser, build_unet, training_loss
 
 
 class OnePatchPerFace(Dataset):

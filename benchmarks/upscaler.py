@@ -32,7 +32,7 @@ def measure(expression: str, tile: int, repeat: int) -> dict:
     from spandrel.architectures.Compact import Compact  # noqa: F401 - used by the expression
     from spandrel.architectures.ESRGAN import ESRGAN  # noqa: F401
 
-    from lpipdiff.upscaler import BackgroundUpscaler
+    from lpipdiff.faces.upscaler import BackgroundUpscaler
 
     torch.manual_seed(0)
     network = eval(expression)  # noqa: S307 - the fixed expressions above

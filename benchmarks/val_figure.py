@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from lpipdiff.defaults import DEFAULT_FIDELITY
-from lpipdiff.degradation import Degradation, image_seed
-from lpipdiff.image_io import list_images, load_image_file, resize_array, save_image
-from lpipdiff.loading import load_pipeline
-from lpipdiff.sampling import SamplingOptions, restore_all
+from lpipdiff.config.defaults import DEFAULT_FIDELITY
+from lpipdiff.io.images import list_images, load_image_file, resize_array, save_image
+from lpipdiff.model.loading import load_pipeline
+from lpipdiff.model.sampling import SamplingOptions, restore_all
+from lpipdiff.training.degradation import Degradation, image_seed
 
 
 def main() -> None:

@@ -17,11 +17,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lpipdiff.cli_options import add_bg_upsampler_arguments, add_face_weights_argument, face_weights
-from lpipdiff.faces import FaceRestorer
-from lpipdiff.image_io import load_image_file, save_image
-from lpipdiff.loading import load_pipeline
-from lpipdiff.sampling import SamplingOptions
+from lpipdiff.cli.options import add_bg_upsampler_arguments, add_face_weights_argument, face_weights
+from lpipdiff.faces.restorer import FaceRestorer
+from lpipdiff.io.images import load_image_file, save_image
+from lpipdiff.model.loading import load_pipeline
+from lpipdiff.model.sampling import SamplingOptions
 
 
 def main() -> None:
@@ -40,7 +40,7 @@ def main() -> None:
     height, width = today.shape[:2]
     panels = [np.clip(cv2.resize(photo, (width, height), interpolation=cv2.INTER_CUBIC), 0, 1), today]
     if args.bg_upsampler:
-        from lpipdiff.upscaler import load_upscaler
+        from lpipdiff.faces.upscaler import load_upscaler
 
         upscaler = load_upscaler(args.bg_upsampler, device="cpu", tile=args.bg_tile)
         with_background = FaceRestorer(pipeline, weights_dir=face_weights(args), upscale=args.upscale,

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from skimage import data
 
-from lpipdiff.degradation import Degradation
-from lpipdiff.image_io import resize_array, save_image
+from lpipdiff.io.images import resize_array, save_image
+from lpipdiff.training.degradation import Degradation
 
 HERE = Path(__file__).resolve().parent
 

@@ -8,13 +8,13 @@ from importlib import import_module
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "LPIPDiffPipeline": ".pipeline_lpipdiff",
-    "LPIPDiffPipelineOutput": ".pipeline_lpipdiff",
-    "PatchFusionUNet": ".unet",
-    "coordinate_channels": ".unet",
-    "SamplingOptions": ".sampling",
-    "FaceRestorer": ".faces",
-    "load_pipeline": ".loading",
+    "LPIPDiffPipeline": ".model.pipeline_lpipdiff",
+    "LPIPDiffPipelineOutput": ".model.pipeline_lpipdiff",
+    "PatchFusionUNet": ".model.unet",
+    "coordinate_channels": ".model.unet",
+    "SamplingOptions": ".model.sampling",
+    "FaceRestorer": ".faces.restorer",
+    "load_pipeline": ".model.loading",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

@@ -30,10 +30,10 @@ def main() -> None:
                         "torch's reductions, hence the last bits of a whole photo, depend on it")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from lpipdiff.faces import FaceRestorer
-    from lpipdiff.image_io import list_images, load_image_file
-    from lpipdiff.loading import load_pipeline
-    from lpipdiff.sampling import SamplingOptions
+    from lpipdiff.faces.restorer import FaceRestorer
+    from lpipdiff.io.images import list_images, load_image_file
+    from lpipdiff.model.loading import load_pipeline
+    from lpipdiff.model.sampling import SamplingOptions
 
     pipeline = load_pipeline(args.model, device="cpu")
     pipeline.set_progress_bar_config(disable=True)

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from facexlib.detection import init_detection_model
 
-from lpipdiff.image_io import list_images
-from lpipdiff.settings import FACE_WEIGHTS_ENV, from_environment
+from lpipdiff.config.environment import FACE_WEIGHTS_ENV, from_environment
+from lpipdiff.io.images import list_images
 
 PAD = 50
 

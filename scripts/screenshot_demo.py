@@ -27,8 +27,8 @@ def main() -> None:
 
     sys.path.insert(0, str(ROOT))
     import app
-    from lpipdiff.serving import RestorationService
-    from lpipdiff.settings import ServingSettings
+    from lpipdiff.serving.service import RestorationService
+    from lpipdiff.serving.settings import ServingSettings
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

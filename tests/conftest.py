@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from lpipdiff import LPIPDiffPipeline, PatchFusionUNet
-from lpipdiff.image_io import list_images, load_image_file, resize_array
-from lpipdiff.sampling import build_scheduler
-from lpipdiff.settings import FACE_WEIGHTS_ENV
+from lpipdiff.config.environment import FACE_WEIGHTS_ENV
+from lpipdiff.io.images import list_images, load_image_file, resize_array
+from lpipdiff.model.sampling import build_scheduler
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 UTKFACE_VAL = SHARED / "data" / "utkface" / "val"
@@ -104,7 +104,7 @@ def copy_val_faces(folder: Path, count: int) -> Path:
 
 def face_restorer(pipeline, **settings):
     """A FaceRestorer with the development checkout's detector weights (skips without them)."""
-    from lpipdiff.faces import FaceRestorer
+    from lpipdiff.faces.restorer import FaceRestorer
 
     skip_without_shared()
     return FaceRestorer(pipeline, weights_dir=FACE_WEIGHTS, **settings)

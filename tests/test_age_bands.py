@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lpipdiff.age_bands import (
+from lpipdiff.evaluation.age_bands import (
     BAND_NAMES,
     age_from_name,
     band_counts,
@@ -17,10 +17,10 @@ from lpipdiff.age_bands import (
     per_band,
     sampling_weights,
 )
-from lpipdiff.data import FacesInMemory, open_faces, pack_faces
-from lpipdiff.image_io import save_image
-from lpipdiff.reports import results_table
-from lpipdiff.train import build_parser, training_batches
+from lpipdiff.evaluation.reports import results_table
+from lpipdiff.io.images import save_image
+from lpipdiff.training.data import FacesInMemory, open_faces, pack_faces
+from lpipdiff.training.train import build_parser, training_batches
 
 from conftest import UTKFACE_VAL
 

@@ -11,8 +11,8 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from lpipdiff.serving import RestorationService
-from lpipdiff.settings import ServingSettings
+from lpipdiff.serving.service import RestorationService
+from lpipdiff.serving.settings import ServingSettings
 
 from conftest import FACE_WEIGHTS, tiny_pipeline
 
@@ -177,7 +177,7 @@ def test_end_to_end_in_a_real_browser(server, tmp_path):
 
 def test_a_request_past_its_time_interrupts_the_pipeline():
     """No server: the service's watchdog sets the pipeline's interrupt and the request stops with a reason."""
-    from lpipdiff.serving import RequestStopped, Watchdog
+    from lpipdiff.serving.service import RequestStopped, Watchdog
 
     pipeline = tiny_pipeline(face_size=64, patch_size=32)
     service = RestorationService(ServingSettings(max_work=HEAVY_WORK), pipeline=pipeline)

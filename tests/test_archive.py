@@ -14,7 +14,7 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from lpipdiff.archive import MANIFEST, PARTS, Item, Manifest, plan_archive, read_records, resume_plan
+from lpipdiff.cli.archive import MANIFEST, PARTS, Item, Manifest, plan_archive, read_records, resume_plan
 
 from conftest import tiny_pipeline
 
@@ -110,7 +110,7 @@ def pixels(path: Path) -> np.ndarray:
 
 @pytest.mark.slow
 def test_two_processes_interrupted_and_resumed_restore_each_input_once(tmp_path):
-    from lpipdiff.cli import main
+    from lpipdiff.cli.commands import main
 
     count = 24
     make_tree(tmp_path / "in", count)

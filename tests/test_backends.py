@@ -1,14 +1,15 @@
-"""The UNet's backends (lpipdiff.backends): ONNX export, ONNX Runtime / OpenVINO against torch, the choice."""
+"""The UNet's backends (lpipdiff.model.backends): ONNX export, ONNX Runtime / OpenVINO against torch, the choice."""
 
 import numpy as np
 import pytest
 import torch
 
-from lpipdiff import backends, hub
-from lpipdiff.backends import BackendUNet, accelerate, choose_backend, export_onnx
-from lpipdiff.loading import load_pipeline
-from lpipdiff.model_checks import ModelLoadError
-from lpipdiff.sampling import sampling_pipeline
+from lpipdiff.hub import publish as hub
+from lpipdiff.model import backends
+from lpipdiff.model.backends import BackendUNet, accelerate, choose_backend, export_onnx
+from lpipdiff.model.folder_checks import ModelLoadError
+from lpipdiff.model.loading import load_pipeline
+from lpipdiff.model.sampling import sampling_pipeline
 
 from conftest import generator, tiny_pipeline
 
@@ -114,7 +115,7 @@ def test_a_backend_that_is_not_installed_is_a_load_error(saved_pipeline, monkeyp
         raise ImportError("No module named 'onnxruntime'")
 
     monkeypatch.setattr(backends, "_onnxruntime", missing)
-    monkeypatch.setattr("lpipdiff.loading.accelerate", lambda *a, **k: missing())
+    monkeypatch.setattr("lpipdiff.model.loading.accelerate", lambda *a, **k: missing())
     with pytest.raises(ModelLoadError, match="not installed"):
         load_pipeline(saved_pipeline, device="cpu", backend="onnxruntime")
 

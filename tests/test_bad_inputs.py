@@ -19,13 +19,13 @@ import pytest
 import torch
 from skimage import data
 
-from lpipdiff.cli import main
-from lpipdiff.faces import FaceRestorer, NoFaceError
-from lpipdiff.image_io import InvalidImageError, load_image_file, to_rgb_array
-from lpipdiff.loading import ModelLoadError, load_pipeline
-from lpipdiff.sampling import SamplingOptions
-from lpipdiff.serving import RestorationService
-from lpipdiff.settings import ServingSettings
+from lpipdiff.cli.commands import main
+from lpipdiff.faces.restorer import FaceRestorer, NoFaceError
+from lpipdiff.io.images import InvalidImageError, load_image_file, to_rgb_array
+from lpipdiff.model.loading import ModelLoadError, load_pipeline
+from lpipdiff.model.sampling import SamplingOptions
+from lpipdiff.serving.service import RestorationService
+from lpipdiff.serving.settings import ServingSettings
 
 from conftest import EXAMPLES, FACE_WEIGHTS, face_restorer, skip_without_shared, tiny_pipeline
 
@@ -601,7 +601,7 @@ NEW_MODEL_CASES = {
                            "components an LPIP-Diff pipeline does not have: vae"),
     "a pipeline of another class": (edit_json("model_index.json", set_value("_class_name", "StableDiffusionPipeline")),
                                     "not LPIPDiffPipeline"),
-    "model_index.json not closed": (edit_json("model_index.json", lambda c: '{"unet": ["lpipdiff.unet", '),
+    "model_index.json not closed": (edit_json("model_index.json", lambda c: '{"unet": ["lpipdiff.model.unet", '),
                                     "model_index.json: not valid JSON"),
     "model_index.json nested 100000 deep": (edit_json("model_index.json", lambda c: "[" * 100000 + "]" * 100000),
                                             "nested too deeply"),
@@ -722,7 +722,7 @@ def test_new_demo_api_values(case):
     TypeError the client saw as 'the upstream app raised an exception')."""
     import gradio as gr
 
-    from lpipdiff.demo_inputs import guard_number_inputs
+    from lpipdiff.serving.requests import guard_number_inputs
 
     name, payload, message = NEW_DEMO_CASES[case]
     component = gr.Number(0, precision=0) if name == "seed" else gr.Slider(0, 50)
@@ -733,7 +733,7 @@ def test_new_demo_api_values(case):
 
 
 def test_demo_whole_numbers_and_paths():
-    from lpipdiff.demo_inputs import public_message
+    from lpipdiff.serving.requests import public_message
 
     service = RestorationService(ServingSettings(), pipeline=tiny_pipeline(face_size=32, patch_size=16))
     request = service.request("face.png", samples=2.0, steps=10.0, seed=3.0, stride=8.0)  # what sliders send
@@ -757,7 +757,7 @@ def test_the_new_table_has_at_least_40_cases():
 # ---------------------------------------------------------------- issue 18: nothing lost
 def appears_while_running(monkeypatch, target: Path, content: bytes):
     """Another program writes ``target`` after the command planned its outputs, before it writes them."""
-    import lpipdiff.image_io as image_io
+    import lpipdiff.io.images as image_io
 
     real = image_io.load_image_file
 
@@ -835,8 +835,8 @@ def test_export_into_a_new_folder_is_complete(tmp_path, saved_pipeline):
 
 
 def test_space_folder_keeps_files_already_there(tmp_path):
-    from lpipdiff.hub import space_folder
-    from lpipdiff.safe_files import OutputExistsError
+    from lpipdiff.hub.publish import space_folder
+    from lpipdiff.io.safe_files import OutputExistsError
 
     out = tmp_path / "space"
     out.mkdir()
@@ -847,8 +847,8 @@ def test_space_folder_keeps_files_already_there(tmp_path):
 
 
 def test_evaluate_never_deletes_files_it_did_not_write(tmp_path, example_faces):
-    from lpipdiff.pairs import ensure_pairs
-    from lpipdiff.safe_files import OutputExistsError
+    from lpipdiff.evaluation.pairs import ensure_pairs
+    from lpipdiff.io.safe_files import OutputExistsError
 
     folder = tmp_path / "pairs" / "moderate"
     ensure_pairs(example_faces, folder, "moderate", 32, seed=0, limit=2)

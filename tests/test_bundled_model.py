@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from lpipdiff.defaults import DEFAULT_FIDELITY
-from lpipdiff.degradation import Degradation, image_seed
-from lpipdiff.image_io import list_images, load_image_file, resize_array
-from lpipdiff.loading import DEFAULT_MODEL, load_pipeline
-from lpipdiff.metrics import SAME_PERSON_THRESHOLD, FaceGeometry, psnr, seam_contrast
+from lpipdiff.config.defaults import DEFAULT_FIDELITY
+from lpipdiff.evaluation.metrics import SAME_PERSON_THRESHOLD, FaceGeometry, psnr, seam_contrast
+from lpipdiff.io.images import list_images, load_image_file, resize_array
+from lpipdiff.model.loading import DEFAULT_MODEL, load_pipeline
+from lpipdiff.training.degradation import Degradation, image_seed
 
 from conftest import UTKFACE_VAL
 

@@ -2,8 +2,8 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from lpipdiff.cli import main
-from lpipdiff.image_io import load_image_file
+from lpipdiff.cli.commands import main
+from lpipdiff.io.images import load_image_file
 
 from conftest import copy_val_faces
 

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from lpipdiff.degradation import PRESETS, Degradation, image_seed
-from lpipdiff.image_io import list_images, load_image_file
-from lpipdiff.metrics import psnr
-from lpipdiff.pairs import make_test_set
+from lpipdiff.evaluation.metrics import psnr
+from lpipdiff.evaluation.pairs import make_test_set
+from lpipdiff.io.images import list_images, load_image_file
+from lpipdiff.training.degradation import PRESETS, Degradation, image_seed
 
 
 def test_same_seed_same_degradation(val_faces):

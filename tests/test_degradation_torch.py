@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from lpipdiff.degradation import PRESETS, Degradation, gaussian_kernel, image_seed, jpeg_roundtrip
-from lpipdiff.degradation_torch import INTERPOLATIONS, BatchDegradation, ResizeMatrices, gaussian_kernels
-from lpipdiff.image_io import list_images, load_image_file, resize_array
-from lpipdiff.jpeg_torch import jpeg_batch
-from lpipdiff.metrics import psnr
+from lpipdiff.evaluation.metrics import psnr
+from lpipdiff.io.images import list_images, load_image_file, resize_array
+from lpipdiff.training.degradation import PRESETS, Degradation, gaussian_kernel, image_seed, jpeg_roundtrip
+from lpipdiff.training.degradation_torch import INTERPOLATIONS, BatchDegradation, ResizeMatrices, gaussian_kernels
+from lpipdiff.training.jpeg_torch import jpeg_batch
 
 from conftest import UTKFACE_VAL
 

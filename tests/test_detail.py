@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from skimage import data
 
-from lpipdiff.detail import keep_input_detail, low_band, output_scale
-from lpipdiff.detail_measure import face_mask, laplacian_energy, structure_energy
-from lpipdiff.face_helper import FaceHelper
-from lpipdiff.faces import _to_bgr_uint8, _to_rgb_float
-from lpipdiff.image_io import list_images, load_image_file
-from lpipdiff.sampling import SamplingOptions
+from lpipdiff.evaluation.face_regions import face_mask, laplacian_energy, structure_energy
+from lpipdiff.faces.detail import keep_input_detail, low_band, output_scale
+from lpipdiff.faces.face_helper import FaceHelper
+from lpipdiff.faces.restorer import _to_bgr_uint8, _to_rgb_float
+from lpipdiff.io.images import list_images, load_image_file
+from lpipdiff.model.sampling import SamplingOptions
 
 from conftest import UTKFACE_VAL, face_restorer, tiny_pipeline
 
@@ -60,7 +60,7 @@ def test_the_restoration_supplies_the_band_the_model_sees(val_face_200):
 
 @pytest.fixture(scope="module")
 def bundled():
-    from lpipdiff.loading import load_pipeline
+    from lpipdiff.model.loading import load_pipeline
 
     pipeline = load_pipeline(None, device="cpu")
     pipeline.set_progress_bar_config(disable=True)
@@ -94,7 +94,7 @@ def test_a_face_larger_than_the_model_keeps_the_input_detail_and_is_still_restor
 
 
 def old_paste_back(restorer, photo, result):
-    """facexlib's paste-back of ``result``'s faces exactly as FaceRestorer did before lpipdiff.detail."""
+    """facexlib's paste-back of ``result``'s faces exactly as FaceRestorer did before lpipdiff.faces.detail."""
     helper = FaceHelper(restorer.detector, result.faces[0].shape[0], restorer.template, restorer.upscale)
     helper.read_image(_to_bgr_uint8(photo))
     helper.affine_matrices = list(result.affines)

@@ -5,8 +5,8 @@ import cv2
 import numpy as np
 import pytest
 
-from lpipdiff.detail_measure import laplacian_energy, structure_energy
-from lpipdiff.image_io import list_images, load_image_file
+from lpipdiff.evaluation.face_regions import laplacian_energy, structure_energy
+from lpipdiff.io.images import list_images, load_image_file
 
 from conftest import UTKFACE_VAL
 

@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from lpipdiff.age_bands import band_of_name
-from lpipdiff.cli import main
-from lpipdiff.metrics import psnr
-from lpipdiff.pairs import load_pairs
+from lpipdiff.cli.commands import main
+from lpipdiff.evaluation.age_bands import band_of_name
+from lpipdiff.evaluation.metrics import psnr
+from lpipdiff.evaluation.pairs import load_pairs
 
 from conftest import UTKFACE_VAL
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from skimage import data
 
-from lpipdiff.faces import FaceRestorer, NoFaceError
-from lpipdiff.sampling import SamplingOptions
+from lpipdiff.faces.restorer import FaceRestorer, NoFaceError
+from lpipdiff.model.sampling import SamplingOptions
 
 from conftest import face_restorer, tiny_pipeline
 
@@ -83,8 +83,8 @@ def test_missing_detector_weights_offline_is_a_clear_error(tmp_path, monkeypatch
 
 
 def test_cli_whole_photo_restores_every_face_of_a_group(tmp_path, astronaut):
-    from lpipdiff.cli import main
-    from lpipdiff.image_io import load_image_file, save_image
+    from lpipdiff.cli.commands import main
+    from lpipdiff.io.images import load_image_file, save_image
 
     save_image(np.concatenate([astronaut, astronaut[:, ::-1]], axis=1), tmp_path / "group.png")
     model = tmp_path / "model"

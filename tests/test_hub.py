@@ -10,8 +10,8 @@ from unittest import mock
 import numpy as np
 import pytest
 
-from lpipdiff import hub
-from lpipdiff.cli import main
+from lpipdiff.cli.commands import main
+from lpipdiff.hub import publish as hub
 
 from conftest import generator
 
@@ -211,21 +211,28 @@ def test_push_without_token_or_network_fails_clearly(saved_pipeline, monkeypatch
 
 
 def test_remote_code_is_exactly_what_the_pipeline_file_imports(exported):
-    """The copied modules are the pipeline file's relative imports, followed transitively."""
+    """The copied modules are the pipeline file's relative imports, followed
+    transitively through the package, flattened beside it with single-dot imports."""
     import ast
 
     package = ROOT / "lpipdiff"
-    needed, todo = set(), ["pipeline_lpipdiff"]
+    needed, todo = {}, [package / "model" / "pipeline_lpipdiff.py"]
     while todo:
-        tree = ast.parse((package / f"{todo.pop()}.py").read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module not in needed:
-                needed.add(node.module)
-                todo.append(node.module)
+        source = todo.pop()
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level >= 1:
+                base = source.parents[node.level - 1]
+                path = base.joinpath(*node.module.split(".")).with_suffix(".py")
+                if path.stem not in needed:
+                    needed[path.stem] = path
+                    todo.append(path)
     copied = {p.stem for p in exported.glob("*.py")} - {"pipeline_lpipdiff"}
-    assert copied == needed and "hub_layout" in needed
+    assert copied == set(needed) and {"hub_layout", "defaults", "images"} <= copied
     for name in needed:
-        assert (exported / f"{name}.py").read_text() == (package / f"{name}.py").read_text()
+        text = (exported / f"{name}.py").read_text()
+        assert "from .." not in text
+        flat = [node for node in ast.walk(ast.parse(text)) if isinstance(node, ast.ImportFrom) and node.level]
+        assert all(node.level == 1 and node.module in needed for node in flat), name
 
 
 def test_from_pretrained_passes_every_keyword_on(exported):

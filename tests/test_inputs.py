@@ -5,8 +5,8 @@ import PIL.Image
 import pytest
 import torch
 
-from lpipdiff.image_io import MAX_PIXELS, InvalidImageError, load_image_file, to_rgb_array
-from lpipdiff.loading import ModelLoadError, load_pipeline
+from lpipdiff.io.images import MAX_PIXELS, InvalidImageError, load_image_file, to_rgb_array
+from lpipdiff.model.loading import ModelLoadError, load_pipeline
 
 from conftest import UTKFACE_VAL, generator
 

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from lpipdiff.metrics import (
+from lpipdiff.evaluation.metrics import (
     SAME_PERSON_THRESHOLD,
     FaceGeometry,
     PerceptualDistance,
@@ -14,7 +14,7 @@ from lpipdiff.metrics import (
     seam_contrast,
     ssim,
 )
-from lpipdiff.reports import results_table
+from lpipdiff.evaluation.reports import results_table
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lpipdiff.patches import PatchGrid, fusion_window, grid_starts
+from lpipdiff.model.patches import PatchGrid, fusion_window, grid_starts
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler
 
 from lpipdiff import LPIPDiffPipeline, PatchFusionUNet, coordinate_channels
-from lpipdiff.image_io import resize_array
-from lpipdiff.sampling import SCHEDULERS, sampling_pipeline
+from lpipdiff.io.images import resize_array
+from lpipdiff.model.sampling import SCHEDULERS, sampling_pipeline
 
 from conftest import generator, tiny_pipeline
 

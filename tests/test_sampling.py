@@ -8,9 +8,9 @@ import time
 import numpy as np
 import pytest
 
-from lpipdiff.cli_options import add_sampling_arguments, sampling_options
-from lpipdiff.defaults import DEFAULT_FIDELITY, DEFAULT_STEPS
-from lpipdiff.sampling import SamplingOptions, restore_all
+from lpipdiff.cli.options import add_sampling_arguments, sampling_options
+from lpipdiff.config.defaults import DEFAULT_FIDELITY, DEFAULT_STEPS
+from lpipdiff.model.sampling import SamplingOptions, restore_all
 
 from conftest import tiny_pipeline
 
@@ -79,7 +79,7 @@ def test_face_i_gets_seed_plus_i_whatever_the_batching():
 
 
 def test_the_command_line_answers_help_at_once_without_torch():
-    code = "import sys, lpipdiff.cli as c; c.build_parser(); print('torch' in sys.modules)"
+    code = "import sys, lpipdiff.cli.commands as c; c.build_parser(); print('torch' in sys.modules)"
     started = time.perf_counter()
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False", "building the CLI parser imported torch"

@@ -6,7 +6,9 @@ import torch
 from diffusers import DDPMScheduler
 from safetensors.torch import load_file
 
-from lpipdiff.data import (
+from lpipdiff.model.sampling import build_scheduler
+from lpipdiff.model.unet import coordinate_channels
+from lpipdiff.training.data import (
     FacesFromFiles,
     FacesInMemory,
     PatchBatches,
@@ -15,10 +17,8 @@ from lpipdiff.data import (
     open_faces,
     pack_faces,
 )
-from lpipdiff.degradation_torch import BatchDegradation
-from lpipdiff.sampling import build_scheduler
-from lpipdiff.train import list_checkpoints, main, training_loss
-from lpipdiff.unet import coordinate_channels
+from lpipdiff.training.degradation_torch import BatchDegradation
+from lpipdiff.training.train import list_checkpoints, main, training_loss
 
 from conftest import copy_val_faces, tiny_unet
 
@@ -129,7 +129,7 @@ def test_resume_restores_step_ema_and_optimizer(tmp_path, faces):
     assert list_checkpoints(run / "checkpoints")[-1].name == "checkpoint-6"
     record = json.loads((run / "pipeline" / "training_config.json").read_text())
     assert record["steps"] == 6
-    from lpipdiff.loading import load_pipeline
+    from lpipdiff.model.loading import load_pipeline
 
     pipeline = load_pipeline(run / "pipeline", device="cpu")
     assert pipeline.unet.dtype == torch.float32  # fp16 on disk, upcast for the CPU

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from lpipdiff.degradation import Degradation
-from lpipdiff.image_io import list_images, load_image_file, resize_array, save_image
-from lpipdiff.loading import load_pipeline
-from lpipdiff.train import main
+from lpipdiff.io.images import list_images, load_image_file, resize_array, save_image
+from lpipdiff.model.loading import load_pipeline
+from lpipdiff.training.degradation import Degradation
+from lpipdiff.training.train import main
 
 from conftest import UTKFACE_VAL
 

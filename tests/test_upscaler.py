@@ -10,9 +10,9 @@ import torch
 from safetensors.torch import save_file
 from skimage import data
 
-from lpipdiff import upscaler as upscaler_module
-from lpipdiff.sampling import SamplingOptions
-from lpipdiff.upscaler import KnownUpscaler, UpscalerError, load_upscaler, sha256_of
+from lpipdiff.faces import upscaler as upscaler_module
+from lpipdiff.faces.upscaler import KnownUpscaler, UpscalerError, load_upscaler, sha256_of
+from lpipdiff.model.sampling import SamplingOptions
 
 from conftest import face_restorer, tiny_pipeline
 
@@ -187,8 +187,8 @@ def test_face_restorer_pastes_faces_onto_the_upscaled_background(weights):
 @pytest.mark.slow
 @pytest.mark.shared
 def test_cli_whole_photo_with_a_background_upscaler(weights, tmp_path):
-    from lpipdiff.cli import main
-    from lpipdiff.image_io import load_image_file, save_image
+    from lpipdiff.cli.commands import main
+    from lpipdiff.io.images import load_image_file, save_image
 
     save_image(data.astronaut().astype(np.float32) / 255, tmp_path / "photo.png")
     tiny_pipeline(face_size=32, patch_size=16).save_pretrained(tmp_path / "model")
@@ -200,7 +200,7 @@ def test_cli_whole_photo_with_a_background_upscaler(weights, tmp_path):
 
 
 def test_cli_needs_whole_photo_for_a_background_upscaler(tmp_path, capsys):
-    from lpipdiff.cli import main
+    from lpipdiff.cli.commands import main
 
     assert main(["restore", str(tmp_path), "-o", str(tmp_path / "out"), "--bg-upsampler", "realesrgan-x4"]) == 2
     assert "add --whole-photo" in capsys.readouterr().err
@@ -209,9 +209,9 @@ def test_cli_needs_whole_photo_for_a_background_upscaler(tmp_path, capsys):
 @pytest.mark.slow
 @pytest.mark.shared
 def test_demo_counts_the_background_and_falls_back_offline(weights, tmp_path):
-    from lpipdiff.image_io import save_image
-    from lpipdiff.serving import RestorationService, Watchdog
-    from lpipdiff.settings import ServingSettings
+    from lpipdiff.io.images import save_image
+    from lpipdiff.serving.service import RestorationService, Watchdog
+    from lpipdiff.serving.settings import ServingSettings
 
     from conftest import FACE_WEIGHTS
 

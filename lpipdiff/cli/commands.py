@@ -1,0 +1,399 @@
+"""The ``lpipdiff`` command line: restore, degrade, train, evaluate, export and push.
+
+Building the parser imports nothing heavy (torch, diffusers, facexlib load only when a command
+runs), so ``lpipdiff --help`` answers at once; ``train`` and ``evaluate`` parse their own options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from pathlib import Path
+
+from ..config.defaults import DEFAULT_DETAIL, DEFAULT_DETECTOR, DETECTOR_NAMES, PRESET_NAMES
+from .argtypes import (
+    float_range,
+    int_range,
+    non_negative_int,
+    output_folder,
+    positive_int,
+    report_errors,
+)
+from .options import (
+    HelpFormatter,
+    add_bg_upsampler_arguments,
+    add_face_weights_argument,
+    add_sampling_arguments,
+    face_weights,
+    sampling_options,
+    seed_argument,
+)
+
+# Commands that parse their own options: (module with main(argv, prog), one-line help).
+DELEGATED = {
+    "train": ("lpipdiff.training.train", "train a model (lpipdiff train --help)"),
+    "evaluate": (
+        "lpipdiff.evaluation.evaluate",
+        "evaluate a model against the degraded input (lpipdiff evaluate --help)",
+    ),
+}
+
+
+def collect_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
+    """Image files named directly or found inside named folders, plus messages for bad names."""
+    from ..io.images import IMAGE_EXTENSIONS, list_images
+
+    files, problems = [], []
+    for name in inputs:
+        path = Path(name)
+        if path.is_dir():
+            found = list_images(path)
+            if not found:
+                problems.append(f"{path}: folder has no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            problems.append(f"{path}: no such file or folder")
+    return files, problems
+
+
+def output_path(source: Path, output_dir: Path, taken: set[Path], suffix: str) -> Path:
+    """``OUTDIR/NAME_SUFFIX.png``, never an input file nor an output already planned."""
+    candidate = output_dir / f"{source.stem}_{suffix}.png"
+    number = 1
+    while candidate.resolve() in taken:
+        candidate = output_dir / f"{source.stem}_{suffix}_{number}.png"
+        number += 1
+    taken.add(candidate.resolve())
+    return candidate
+
+
+def prepare_output_folder(folder: Path) -> str | None:
+    """Create the output folder; a message when it cannot take the outputs."""
+    if folder.exists() and not folder.is_dir():
+        return f"{folder}: exists and is not a folder"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        return f"{folder}: cannot create the output folder ({error.strerror or error})"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"{folder}: the output folder is not writable"
+    return None
+
+
+def plan_outputs(files: list[Path], output_dir: Path, suffix: str, overwrite: bool):
+    """Where each input's result goes, decided before any work: ``{input: output}`` and messages
+    for the inputs whose output file exists already (kept unless ``overwrite``)."""
+    taken = {f.resolve() for f in files}
+    plan, problems = {}, []
+    for source in files:
+        target = output_path(source, output_dir, taken, suffix)
+        if os.path.lexists(target) and not overwrite:  # a dangling symlink is taken too
+            problems.append(f"{source}: {target} exists; pass --overwrite to replace it")
+        else:
+            plan[source] = target
+    return plan, problems
+
+
+def report(problems: list[str]) -> None:
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+
+
+# One bad file must not stop a batch: these end one file's work with its message (an unreadable
+# image is an InvalidImageError, a ValueError).
+FILE_ERRORS = (ValueError, OSError, RuntimeError, MemoryError)
+
+
+def load_restorers(args, sampling, device=None):
+    """The pipeline and, for whole photos, the :class:`FaceRestorer` (with its background upscaler)."""
+    from ..model.loading import load_pipeline
+
+    pipeline = load_pipeline(args.model, scheduler=sampling.scheduler, device=device or args.device,
+                             backend=args.backend)
+    restorer = None
+    if args.whole_photo:
+        from ..faces.restorer import FaceRestorer
+
+        upsampler = None
+        if args.bg_upsampler:
+            from ..faces.upscaler import load_upscaler
+
+            upsampler = load_upscaler(args.bg_upsampler, device=pipeline.device, tile=args.bg_tile)
+        restorer = FaceRestorer(pipeline, detector=args.detector, weights_dir=face_weights(args),
+                                upscale=args.upscale, only_largest=args.only_largest,
+                                min_face_size=args.min_face_size, detail=args.detail, bg_upsampler=upsampler)
+    return pipeline, restorer
+
+
+def restore_one(pipeline, restorer, sampling, callback=None):
+    """``restore(path) -> (image, faces)`` for one input file."""
+    from ..io.images import load_image_file
+    from ..model.sampling import sampling_pipeline
+
+    aligned = sampling_pipeline(pipeline, sampling.scheduler)
+
+    def restore(path):
+        image = load_image_file(path)
+        if restorer is not None:
+            result = restorer.restore(image, sampling, callback_on_step_end=callback)
+            return result.image, len(result.faces)
+        return aligned(image, generator=sampling.generators(1), output_type="np", callback_on_step_end=callback,
+                       **sampling.pipeline_kwargs()).images[0], 1
+
+    return restore
+
+
+def archive_mode(args) -> bool:
+    """The resumable, multi-process path: asked for, or launched as one of several processes
+    (accelerate launch, torchrun: ``WORLD_SIZE``, read here at the command's edge)."""
+    return args.archive or args.recursive or int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
+
+
+def cmd_restore_archive(args, sampling) -> int:
+    import torch
+    from accelerate import PartialState
+
+    from ..io.images import save_image
+    from ..model.loading import ModelLoadError
+    from .archive import plan_archive, run_archive
+
+    state = PartialState(cpu=not torch.cuda.is_available() or str(args.device or "").startswith("cpu"))
+    output_dir = Path(args.output)
+    items, problems = plan_archive(args.inputs, output_dir, args.recursive)
+    folder_problem = prepare_output_folder(output_dir) if state.is_main_process else None
+    if folder_problem or not items:
+        if state.is_main_process:
+            report(problems + ([folder_problem] if folder_problem else []) + ["nothing to restore"] * (not items))
+        return 2 if folder_problem else 1
+    try:
+        pipeline, restorer = load_restorers(args, sampling, device=args.device or state.device)
+    except (ModelLoadError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    state.wait_for_everyone()  # the output folder exists before any process plans in it
+
+    def save(image, target, replace):
+        save_image(image, target, overwrite=replace or args.overwrite)
+
+    return run_archive(items, problems, output_dir, restore_one(pipeline, restorer, sampling), save, state,
+                       overwrite=args.overwrite, file_errors=FILE_ERRORS)
+
+
+def cmd_restore(args) -> int:
+    try:
+        sampling = sampling_options(args)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.bg_upsampler and not args.whole_photo:
+        print("error: --bg-upsampler upscales the background of whole photos: add --whole-photo", file=sys.stderr)
+        return 2
+    if archive_mode(args):
+        return cmd_restore_archive(args, sampling)
+    from tqdm.auto import tqdm
+
+    from ..io.images import save_image
+    from ..model.loading import ModelLoadError
+
+    files, problems = collect_inputs(args.inputs)
+    output_dir = Path(args.output)
+    folder_problem = prepare_output_folder(output_dir)
+    if folder_problem:
+        report(problems + [folder_problem])
+        return 2
+    plan, skipped = plan_outputs(files, output_dir, "restored", args.overwrite)
+    problems += skipped
+    report(problems)
+    if not plan:
+        print("error: nothing to restore", file=sys.stderr)
+        return 1
+    try:
+        pipeline, restorer = load_restorers(args, sampling)
+    except (ModelLoadError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    failed = 0
+    progress = tqdm(plan.items(), desc="restore", unit="image")
+
+    def show_step(pipe, step, timestep, callback_kwargs):
+        progress.set_postfix_str(f"step {step + 1}/{pipe.num_timesteps}")
+        return {}
+
+    restore = restore_one(pipeline, restorer, sampling, show_step)
+    for path, target in progress:
+        try:
+            save_image(restore(path)[0], target, overwrite=args.overwrite)
+        except FILE_ERRORS as error:
+            failed += 1
+            tqdm.write(f"error: {path}: {error}", file=sys.stderr)
+    print(f"restored {len(plan) - failed} of {len(files)} images into {output_dir}")
+    return 1 if failed or problems else 0
+
+
+def cmd_degrade(args) -> int:
+    from ..evaluation.pairs import make_test_set
+    from ..io.images import load_image_file, save_image
+    from ..training.degradation import Degradation, image_scale_side, image_seed
+
+    output_dir = Path(args.output)
+    folder_problem = prepare_output_folder(output_dir)
+    if folder_problem:
+        report([folder_problem])
+        return 2
+    if args.test_set:
+        if len(args.inputs) != 1 or not Path(args.inputs[0]).is_dir():
+            print("error: --test-set takes exactly one folder of clean faces", file=sys.stderr)
+            return 1
+        existing = [output_dir / part for part in ("clean", "degraded") if any((output_dir / part).glob("*"))]
+        if existing and not args.overwrite:
+            report([f"{folder}: holds a test set already; pass --overwrite to replace it" for folder in existing])
+            return 1
+        names = make_test_set(
+            args.inputs[0], args.output, args.preset, args.face_size, args.seed, args.limit, args.offset,
+            overwrite=args.overwrite,
+        )
+        print(f"wrote {len(names)} clean/degraded pairs into {args.output}")
+        return 0
+    files, problems = collect_inputs(args.inputs)
+    plan, skipped = plan_outputs(files, output_dir, args.preset, args.overwrite)
+    problems += skipped
+    report(problems)
+    failed = 0
+    for path, target in plan.items():
+        try:
+            image = load_image_file(path)
+            degradation = Degradation(args.preset, face_size=image_scale_side(*image.shape[:2]))
+            save_image(degradation(image, image_seed(args.seed, path.name)), target, overwrite=args.overwrite)
+        except FILE_ERRORS as error:
+            failed += 1
+            print(f"error: {path}: {error}", file=sys.stderr)
+    print(f"degraded {len(plan) - failed} of {len(files)} images into {output_dir}")
+    return 1 if failed or problems else 0
+
+
+def cmd_export(args) -> int:
+    from ..hub.publish import export
+
+    try:
+        folder = export(args.model, args.output, repo_id=args.repo_id, overwrite=args.overwrite, onnx=args.onnx)
+    except (ValueError, OSError) as error:  # OutputExistsError (an OSError) is reported by main
+        if isinstance(error, FileExistsError):
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote a self-contained pipeline folder to {folder}")
+    return 0
+
+
+def cmd_push(args) -> int:
+    from ..hub.publish import HubError, push, push_space
+
+    try:
+        if args.command == "push":
+            url = push(args.model, args.repo_id, private=args.private, token=args.token)
+        else:
+            url = push_space(args.space_id, model_repo=args.model_repo, private=args.private, token=args.token)
+    except HubError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"published: {url}")
+    return 0
+
+
+def add_upload_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """The options every upload to the Hub takes; ``what`` names the thing created."""
+    parser.add_argument("--private", action="store_true", help=f"create the {what} private")
+    parser.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the saved login)")
+    parser.set_defaults(handler=cmd_push)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lpipdiff", description="LPIP-Diff blind face restoration")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, description=help, formatter_class=HelpFormatter)
+
+    restore = command("restore", "restore aligned faces or whole photos")
+    restore.add_argument("inputs", nargs="+", help="image files and/or folders")
+    restore.add_argument("-o", "--output", required=True, help="output folder (inputs are never overwritten)")
+    restore.add_argument("--overwrite", action="store_true", help="replace output files that exist already")
+    add_sampling_arguments(restore)
+    restore.add_argument("--whole-photo", action="store_true", help="detect, align and paste back every face")
+    restore.add_argument("--upscale", type=float_range(1, 8), default=1.0,
+                         help="whole-photo: upscale factor of the photo (1-8)")
+    restore.add_argument("--only-largest", action="store_true", help="whole-photo: restore only the largest face")
+    restore.add_argument("--min-face-size", type=non_negative_int, default=0,
+                         help="whole-photo: ignore smaller faces (pixels)")
+    restore.add_argument("--detail", type=float_range(0, 1), default=DEFAULT_DETAIL,
+                         help="whole-photo, faces larger than the model: keep the input's detail finer than "
+                              "face_size/DETAIL px across the face (1: all of it above the model's resolution; "
+                              "0: none, the restoration scaled up, softer than the input)")
+    restore.add_argument("--detector", default=DEFAULT_DETECTOR, choices=DETECTOR_NAMES,
+                         help="whole-photo: facexlib's RetinaFace backbone")
+    add_face_weights_argument(restore)
+    add_bg_upsampler_arguments(restore)
+    restore.add_argument("--recursive", action="store_true",
+                         help="restore the images of every subfolder too, keeping the folder structure under OUTPUT "
+                              "(implies --archive)")
+    restore.add_argument("--archive", action="store_true",
+                         help="resumable: a manifest in OUTPUT records each input, and a rerun skips what is done "
+                              "(implied under accelerate launch with several processes, which share the inputs)")
+    restore.set_defaults(handler=cmd_restore)
+
+    degrade = command("degrade", "make degraded copies, or a seeded clean/degraded test set")
+    degrade.add_argument("inputs", nargs="+", help="image files and/or folders")
+    degrade.add_argument("-o", "--output", required=True, help="output folder")
+    degrade.add_argument("--overwrite", action="store_true", help="replace output files that exist already")
+    degrade.add_argument("--preset", default=PRESET_NAMES[0], choices=PRESET_NAMES, help="how strong the damage is")
+    degrade.add_argument("--seed", type=seed_argument, default=0, help="random seed (each file: SEED and its name)")
+    degrade.add_argument("--test-set", action="store_true", help="write OUTPUT/clean and OUTPUT/degraded pairs")
+    degrade.add_argument("--face-size", type=int_range(8, 4096), default=128,
+                         help="test sets: side of the written faces")
+    degrade.add_argument("--limit", type=positive_int, default=None,
+                         help="test sets: at most this many faces (default: all)")
+    degrade.add_argument("--offset", type=non_negative_int, default=0,
+                         help="test sets: skip the first N faces (sorted)")
+    degrade.set_defaults(handler=cmd_degrade)
+
+    export = command("export", "write a self-contained Hub folder (weights, code, model card)")
+    export.add_argument("--model", default=None, help="pipeline folder (default: the bundled model)")
+    export.add_argument("--output", required=True, type=output_folder, help="the folder to write")
+    export.add_argument("--overwrite", action="store_true", help="replace files of an earlier export in OUTPUT")
+    export.add_argument("--repo-id", default="ORG/lpipdiff", help="the repo id the model card's examples use")
+    export.add_argument("--onnx", action="store_true",
+                        help="also write the UNet as ONNX (unet/model.onnx, fp32, dynamic batch) for ONNX Runtime and "
+                             "OpenVINO")
+    export.set_defaults(handler=cmd_export)
+
+    push = command("push", "export and upload a model repo to the Hugging Face Hub")
+    push.add_argument("--model", default=None, help="pipeline folder (default: the bundled model)")
+    push.add_argument("--repo-id", required=True, help="ORG/NAME")
+    add_upload_arguments(push, "repo")
+
+    space = command("push-space", "upload the demo as a Gradio Space")
+    space.add_argument("--space-id", required=True, help="ORG/NAME")
+    space.add_argument("--model-repo", default=None, help="load this model repo (default: bundle the weights)")
+    add_upload_arguments(space, "Space")
+
+    for name, (_, help) in DELEGATED.items():
+        commands.add_parser(name, help=help, add_help=False)
+    return parser
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in DELEGATED:
+        module = importlib.import_module(DELEGATED[argv[0]][0])
+        return module.main(argv[1:], prog=f"lpipdiff {argv[0]}") or 0
+    args = build_parser().parse_args(argv)
+    return report_errors(args.handler, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

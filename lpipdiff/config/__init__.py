@@ -1,0 +1,1 @@
+"""The product's defaults and choice lists, importable without torch."""

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, age bands, seeded test pairs, reports and the evaluate command."""

@@ -1,0 +1,1 @@
+"""Input and output: reading any image a user hands over, and writing without losing anyone's files."""
