@@ -190,7 +190,7 @@ def test_push_space_uploads_app_package_and_front_matter(saved_pipeline, monkeyp
     folder = hub.space_folder(tmp_path / "space", model_repo="org/name")
     readme = (folder / "README.md").read_text()
     assert "sdk: gradio" in readme and 'python_version: "3.11"' in readme and "app_file: app.py" in readme
-    assert (folder / "lpipdiff" / "pipeline_lpipdiff.py").is_file() and (folder / "app.py").is_file()
+    assert (folder / "lpipdiff" / "model" / "pipeline_lpipdiff.py").is_file() and (folder / "app.py").is_file()
     assert (folder / "requirements.txt").is_file() and list((folder / "examples").glob("*.png"))
     assert not (folder / "lpipdiff" / "bundled").exists()  # the Space downloads the model repo
     assert readme.startswith(hub.space_front_matter()[:-4]) and "models:\n  - org/name" in readme

@@ -23,7 +23,7 @@ HUB_FILES = ["*.json", "*.py", "unet/*.safetensors", "unet/*.json", "unet/*.py",
 PREVIOUS_UNET_MODULES = ("lpipdiff.unet",)
 
 
-# A relative import at the start of a line: ``from .x import``, ``from ..config.defaults import``.
+# A relative import at the start of a line, of any depth (one dot or more).
 RELATIVE_IMPORT = re.compile(r"^(\s*from\s+)(\.+)([\w.]+)(\s+import\b)", re.MULTILINE)
 
 
