@@ -23,6 +23,7 @@ from lpipdiff.config.defaults import (
     DEFAULT_STEPS,
     DEFAULT_STRENGTH,
     SCHEDULER_NAMES,
+    default_stride,
 )
 from lpipdiff.io.images import MAX_PIXELS, array_to_pil
 from lpipdiff.serving.requests import guard_number_inputs, public_message
@@ -110,7 +111,7 @@ def build_demo(service: RestorationService) -> gr.Blocks:
                     strength = gr.Slider(0.1, 1.0, value=DEFAULT_STRENGTH, step=0.05,
                                          label="Strength (below 1: start from the noised input instead; "
                                                "fidelity then does not apply)")
-                    stride = gr.Slider(max(1, patch // 4), patch, value=max(1, patch // 2), step=max(1, patch // 8),
+                    stride = gr.Slider(max(1, patch // 4), patch, value=default_stride(patch), step=max(1, patch // 8),
                                        label=f"Patch stride (patches are {patch} px; smaller: more overlap, slower)")
                     scheduler = gr.Dropdown(list(SCHEDULER_NAMES), value=DEFAULT_SCHEDULER, label="Scheduler")
                     seed = gr.Number(0, precision=0, label="Seed")

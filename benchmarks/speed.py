@@ -37,7 +37,7 @@ from lpipdiff.config.defaults import DEFAULT_BACKEND
 from lpipdiff.io.images import load_image_file
 from lpipdiff.model.backends import choose_backend, installed, native_bf16
 from lpipdiff.model.loading import load_pipeline
-from lpipdiff.model.sampling import SamplingOptions, sampling_pipeline
+from lpipdiff.model.sampling import SamplingOptions, restore_faces
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 OLD_DEFAULT = SamplingOptions(fidelity=0.3, steps=10, scheduler="ddim", fusion="window")  # before issue 19
@@ -68,10 +68,8 @@ def backends_here() -> list[str]:
 
 
 def restore_call(pipeline, face, options: SamplingOptions):
-    pipeline = sampling_pipeline(pipeline, options.scheduler)
-
     def call():
-        pipeline(face, generator=options.generators(1), output_type="np", **options.pipeline_kwargs())
+        restore_faces(pipeline, face, options)
     return call
 
 

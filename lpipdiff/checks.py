@@ -1,32 +1,105 @@
-"""Checks of the Python API's arguments that are not images (the pipeline's and FaceRestorer's):
-each wrong value is one ``ValueError`` (``TypeError`` for a wrong kind of object) naming the
-argument, raised before any work, instead of a failure deep inside torch or facexlib."""
+"""Checks of argument values: each wrong value is one ``ValueError`` (``TypeError`` for a wrong kind
+of object) naming the argument, raised before any work, instead of a failure deep inside torch or
+facexlib. The Python API calls them directly; the command line's argparse types wrap them
+(:mod:`lpipdiff.cli.argtypes`), so both say the same thing about the same value. Imports neither
+torch nor numpy until a check needs them, so that ``lpipdiff --help`` answers at once.
+"""
 
 from __future__ import annotations
 
 import math
 import numbers
 
-import numpy as np
-import torch
+from .config.defaults import MAX_SEED
+
+
+class UsageError(ValueError):
+    """Arguments that are fine one by one but not together; the message says which."""
 
 
 def is_real(value) -> bool:
-    """A real number (Python, numpy or a 0-d tensor's item), not a bool."""
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    """A real number (Python, numpy or a 0-d tensor's item), not a bool (numpy's bool is no number)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def check_number(name: str, value, low: float, high: float, low_open: bool = False) -> float:
-    if not is_real(value) or not math.isfinite(float(value)):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    value = float(value)
-    if value < low or value > high or (low_open and value == low):
-        raise ValueError(f"{name} must be in {'(' if low_open else '['}{low:g}, {high:g}], got {value:g}")
-    return value
+def is_whole_number(value) -> bool:
+    """A Python or numpy integer, not a bool (``2.0`` is a float: callers convert form values first)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _bound(value: float) -> str:
+    """A bound as people write it: 2**62 rather than its 19 digits."""
+    if isinstance(value, int) and value >= 2**32 and value & (value - 1) == 0:
+        return f"2**{value.bit_length() - 1}"
+    return f"{value:g}"
+
+
+def _subject(name: str) -> str:
+    return f"{name} must" if name else "must"
+
+
+def _shown(value) -> str:
+    """A wrong value as the message shows it: numbers plainly (numpy's as Python's), the rest as repr."""
+    if is_whole_number(value):
+        return repr(int(value))
+    return repr(float(value)) if is_real(value) else repr(value)
+
+
+def check_number(name: str, value, low: float, high: float | None = None, low_open: bool = False) -> float:
+    """``value`` as a float: a finite real number in ``[low, high]`` (``(low, high]`` with
+    ``low_open``; no upper bound when ``high`` is None). ``name`` leads the message (an argparse
+    type passes ``""``: argparse names the option itself)."""
+    inside = is_real(value) and math.isfinite(float(value))
+    inside = inside and (low < value if low_open else low <= value) and (high is None or value <= high)
+    if not inside:
+        if high is None:
+            where = f"{'above' if low_open else 'of at least'} {_bound(low)}"
+        else:
+            where = f"in {'(' if low_open else '['}{_bound(low)}, {_bound(high)}]"
+        raise ValueError(f"{_subject(name)} be a number {where}, got {_shown(value)}")
+    return float(value)
+
+
+def check_whole_number(name: str, value, low: int, high: int | None = None) -> int:
+    """``value`` as an int: a whole number (see :func:`is_whole_number`) in ``[low, high]`` (no upper
+    bound when ``high`` is None)."""
+    if not is_whole_number(value) or value < low or (high is not None and value > high):
+        where = f"from {_bound(low)} to {_bound(high)}" if high is not None else f"of at least {_bound(low)}"
+        raise ValueError(f"{_subject(name)} be a whole number {where}, got {_shown(value)}")
+    return int(value)
+
+
+def check_seed(seed) -> int:
+    """A seed: a whole number from 0 to ``MAX_SEED`` (the room above is for "seed + face index")."""
+    return check_whole_number("seed", seed, 0, MAX_SEED)
+
+
+def check_strength(strength) -> float:
+    """``strength`` in (0, 1]: 1 samples from pure noise, lower from the input noised part of the way."""
+    return check_number("strength", strength, 0.0, 1.0, low_open=True)
+
+
+def check_fidelity(fidelity) -> float | None:
+    """``fidelity`` in [0, 1], or None for the experts' path (steps and strength only)."""
+    return None if fidelity is None else check_number("fidelity", fidelity, 0.0, 1.0)
+
+
+def sampling_path(fidelity, strength) -> tuple[float | None, float]:
+    """The rule between ``fidelity`` and ``strength``, written only here: ``(fidelity, strength)``
+    as a call runs them, each checked.
+
+    A strength below 1 starts from the degraded input noised part of the way (the image-to-image
+    path); a fidelity starts from the posterior mean, so it does not apply there and comes back as
+    None. Strength 1 keeps the fidelity as given.
+    """
+    strength, fidelity = check_strength(strength), check_fidelity(fidelity)
+    return (None if strength < 1.0 else fidelity), strength
 
 
 def check_generators(generator, batch: int) -> None:
     """``None``, a ``torch.Generator`` or a list of one per image."""
+    import torch
+
     if generator is None or isinstance(generator, torch.Generator):
         return
     if isinstance(generator, list):
@@ -40,9 +113,11 @@ def check_generators(generator, batch: int) -> None:
     raise TypeError(f"generator must be a torch.Generator or a list of them, got {type(generator).__name__}{hint}")
 
 
-def checked_callback_result(result, sample: torch.Tensor) -> torch.Tensor:
+def checked_callback_result(result, sample):
     """The sample after diffusers' step callback: it returns a dict, whose ``"sample"`` (if any)
     replaces the sample; anything else is the callback's mistake, said as such."""
+    import torch
+
     if not isinstance(result, dict):
         raise TypeError(
             f"callback_on_step_end must return a dict (empty to change nothing), got {type(result).__name__}"
@@ -58,8 +133,10 @@ def checked_callback_result(result, sample: torch.Tensor) -> torch.Tensor:
     return replaced.to(device=sample.device, dtype=sample.dtype)
 
 
-def checked_template(template, templates: dict) -> np.ndarray:
+def checked_template(template, templates: dict):
     """FaceRestorer's ``template``: a name, or 5 (x, y) landmark positions as fractions of the face side."""
+    import numpy as np
+
     if isinstance(template, str):
         if template not in templates:
             raise ValueError(f"template must be one of {sorted(templates)} or a 5x2 array, got {template!r}")
@@ -78,6 +155,8 @@ def checked_template(template, templates: dict) -> np.ndarray:
 
 
 def check_restorer_settings(detector, detectors, upscale, only_largest, min_face_size, detail, max_detail) -> None:
+    import numpy as np
+
     if not isinstance(detector, str) or detector not in detectors:
         raise ValueError(f"detector must be one of {sorted(detectors)}, got {detector!r}")
     check_number("upscale", upscale, 1, 8)

@@ -38,10 +38,10 @@ def test_bad_fidelity_option_is_a_usage_error(value, capsys):
 
 
 def test_strength_below_one_is_the_experts_path_whatever_the_fidelity():
-    """The one place of the rule: a start from the noised input has no fidelity."""
+    """lpipdiff.checks.sampling_path's rule: a start from the noised input has no fidelity."""
     assert SamplingOptions(fidelity=0.7, strength=0.5).fidelity is None
     assert SamplingOptions(fidelity=0.7, strength=1.0).fidelity == 0.7
-    # And the options then run: the pipeline refuses a fidelity with strength < 1.
+    # And the options then run.
     pipeline = tiny_pipeline()
     restored = restore_all(pipeline, [np.full((32, 32, 3), 0.5, np.float32)], SamplingOptions(strength=0.5, steps=2))
     assert restored[0].shape == (32, 32, 3)
@@ -56,7 +56,7 @@ def test_strength_below_one_is_the_experts_path_whatever_the_fidelity():
     ("stride", 0, "stride must be a whole number"),
     ("fusion", "median", "fusion must be one of"),
     ("scheduler", "euler", "scheduler must be one of"),
-    ("seed", -1, "seed is a whole number"),
+    ("seed", -1, "seed must be a whole number"),
 ])
 def test_bad_options_are_refused_on_construction(field, value, message):
     with pytest.raises(ValueError, match=message):

@@ -19,8 +19,9 @@ from .argtypes import (
     non_negative_int,
     output_folder,
     positive_int,
-    report_errors,
+    seed_argument,
 )
+from .errors import report_errors
 from .options import (
     HelpFormatter,
     add_bg_upsampler_arguments,
@@ -28,7 +29,6 @@ from .options import (
     add_sampling_arguments,
     face_weights,
     sampling_options,
-    seed_argument,
 )
 
 # Commands that parse their own options: (module with main(argv, prog), one-line help).
@@ -132,17 +132,14 @@ def load_restorers(args, sampling, device=None):
 def restore_one(pipeline, restorer, sampling, callback=None):
     """``restore(path) -> (image, faces)`` for one input file."""
     from ..io.images import load_image_file
-    from ..model.sampling import sampling_pipeline
-
-    aligned = sampling_pipeline(pipeline, sampling.scheduler)
+    from ..model.sampling import restore_faces
 
     def restore(path):
         image = load_image_file(path)
         if restorer is not None:
             result = restorer.restore(image, sampling, callback_on_step_end=callback)
             return result.image, len(result.faces)
-        return aligned(image, generator=sampling.generators(1), output_type="np", callback_on_step_end=callback,
-                       **sampling.pipeline_kwargs()).images[0], 1
+        return restore_faces(pipeline, image, sampling, callback_on_step_end=callback).images[0], 1
 
     return restore
 

@@ -17,7 +17,7 @@ from ..config.environment import (
     MODEL_ENV,
     from_environment,
 )
-from .argtypes import device_argument, existing_folder
+from .argtypes import device_argument, existing_folder, fidelity_argument, int_range, seed_argument
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -28,30 +28,6 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         help = action.help or ""
         silent = "default" in help or action.required or action.nargs == 0 or action.default is argparse.SUPPRESS
         return help if silent or not action.option_strings else f"{help} (default: %(default)s)"
-
-
-def seed_argument(text: str) -> int:
-    """argparse type of ``--seed``."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= defaults.MAX_SEED:
-        raise argparse.ArgumentTypeError(f"a seed is a whole number from 0 to 2**62, got {text!r}")
-    return value
-
-
-def fidelity_argument(text: str) -> float | None:
-    """``--fidelity``: a number in [0, 1], or ``none`` for the experts' path (steps and strength only)."""
-    if text.strip().lower() == "none":
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1] or 'none', got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
-    return value
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,8 +51,6 @@ def add_face_weights_argument(parser: argparse.ArgumentParser) -> None:
 
 def add_bg_upsampler_arguments(parser: argparse.ArgumentParser) -> None:
     """The background upscaler of whole photos (lpipdiff.faces.upscaler)."""
-    from .argtypes import int_range
-
     parser.add_argument("--bg-upsampler", default=from_environment(BG_UPSAMPLER_ENV), metavar="MODEL",
                         help="whole-photo: upscale the background with this model: a weights file or folder spandrel "
                              "loads (safetensors, or a weights-only .pth), or realesrgan-x4 / realesrgan-x2 "

@@ -26,6 +26,12 @@ DEFAULT_STRENGTH = 1.0
 FUSION_MODES = ("window", "uniform")
 DEFAULT_FUSION = "window"
 
+
+def default_stride(patch_size: int) -> int:
+    """The patch stride when none is given: half the patch, so that neighbouring patches overlap by half."""
+    return max(1, patch_size // 2)
+
+
 SCHEDULER_NAMES = ("ddim", "dpm", "unipc")
 DEFAULT_SCHEDULER = "ddim"
 

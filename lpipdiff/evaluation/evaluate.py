@@ -101,7 +101,7 @@ def results_files(output: Path) -> list[Path]:
 
 
 def main(argv=None, prog: str | None = None) -> int:
-    from ..cli.argtypes import report_errors
+    from ..cli.errors import report_errors
 
     return report_errors(run, build_parser(prog).parse_args(argv))
 

@@ -17,7 +17,7 @@ from ..checks import check_number, check_restorer_settings, checked_template
 from ..config.defaults import DEFAULT_DETAIL, DEFAULT_DETECTOR, DETECTOR_NAMES, MAX_DETAIL
 from ..config.environment import FACE_WEIGHTS_ENV
 from ..io.images import InvalidImageError, to_rgb_array, to_uint8
-from ..model.sampling import SamplingOptions, sampling_pipeline
+from ..model.sampling import SamplingOptions, restore_faces
 from .face_helper import FaceHelper
 
 DETECTOR_MODELS = dict(zip(DETECTOR_NAMES, ("retinaface_mobile0.25", "retinaface_resnet50")))
@@ -172,8 +172,7 @@ class FaceRestorer:
                 f"a {width}x{height} photo upscaled {upscale:g}x would exceed {MAX_OUTPUT_PIXELS / 1e6:.0f} "
                 "megapixels; use a smaller upscale or photo"
             )
-        pipeline = sampling_pipeline(self.pipeline, sampling.scheduler)
-        helper = FaceHelper(self.detector, pipeline.unet.config.face_size, self.template, upscale)
+        helper = FaceHelper(self.detector, self.pipeline.unet.config.face_size, self.template, upscale)
         helper.read_image(_to_bgr_uint8(image))
         found = helper.detect()
         sides = helper.face_sides()
@@ -187,8 +186,8 @@ class FaceRestorer:
         helper.keep(keep)
         faces = [_to_rgb_float(face) for face in helper.align()]
         generator = generator if generator is not None else torch.Generator().manual_seed(sampling.seed)
-        result = pipeline(faces, generator=_split_generator(generator, len(faces)), output_type="np",
-                          callback_on_step_end=callback_on_step_end, **sampling.pipeline_kwargs())
+        result = restore_faces(self.pipeline, faces, sampling, generator=_split_generator(generator, len(faces)),
+                               callback_on_step_end=callback_on_step_end)
         upscaled = None
         if isinstance(background, np.ndarray):
             expected = (int(height * upscale), int(width * upscale), 3)
@@ -207,12 +206,6 @@ class FaceRestorer:
             affines=[affine.copy() for affine in helper.affine_matrices],
             faces_found=found,
         )
-
-
-def check_detail(detail) -> float:
-    if isinstance(detail, bool) or not isinstance(detail, (int, float, np.floating)) or not 0 <= detail <= MAX_DETAIL:
-        raise ValueError(f"detail must be a number between 0 and {MAX_DETAIL:g}, got {detail!r}")
-    return float(detail)
 
 
 def _split_generator(generator: torch.Generator, count: int) -> list[torch.Generator]:

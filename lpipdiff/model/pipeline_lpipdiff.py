@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,8 +15,21 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..checks import check_generators, checked_callback_result
-from ..config.defaults import DEFAULT_FIDELITY, DEFAULT_FUSION, DEFAULT_STEPS, DEFAULT_STRENGTH, FUSION_MODES
+from ..checks import (
+    check_generators,
+    check_whole_number,
+    checked_callback_result,
+    is_whole_number,
+    sampling_path,
+)
+from ..config.defaults import (
+    DEFAULT_FIDELITY,
+    DEFAULT_FUSION,
+    DEFAULT_STEPS,
+    DEFAULT_STRENGTH,
+    FUSION_MODES,
+    default_stride,
+)
 from ..io.images import InvalidImageError, array_to_pil, resize_array, to_rgb_array
 from .hub_layout import HubLayoutMixin
 from .patches import PatchGrid
@@ -143,7 +155,8 @@ class LPIPDiffPipeline(HubLayoutMixin, DiffusionPipeline):
                 those ``k`` steps sample detail from there: lower is sharper and drifts further
                 from the person; 0 is close to sampling from pure noise. ``None`` is the expert
                 path: ``num_inference_steps`` steps from pure noise, or from the noised input
-                when ``strength < 1``.
+                when ``strength < 1``. A fidelity does not apply when ``strength < 1`` (see
+                ``strength``).
             num_inference_steps (`int`, defaults to ``DEFAULT_STEPS``, 5):
                 steps of the full schedule. With a ``fidelity``, the schedule the posterior mean
                 re-enters (``1 + k`` UNet evaluations in all; more steps: finer steps, same start
@@ -151,8 +164,10 @@ class LPIPDiffPipeline(HubLayoutMixin, DiffusionPipeline):
                 posterior mean); with ``strength < 1`` only the last
                 ``round(num_inference_steps * strength)`` of them run.
             strength (`float`, defaults to ``DEFAULT_STRENGTH``, 1.0):
-                in (0, 1]; only with ``fidelity=None``. 1.0 starts from pure noise; lower values
-                start from the degraded input noised to an intermediate timestep.
+                in (0, 1]. 1.0 starts from pure noise (or from the posterior mean, with a
+                ``fidelity``); lower values start from the degraded input noised to an intermediate
+                timestep (image to image), where ``fidelity`` does not apply: the call runs as with
+                ``fidelity=None`` (the rule of :func:`lpipdiff.checks.sampling_path`).
             patch_stride (`int`, *optional*):
                 distance between neighbouring patches, from ``patch_size // 8`` to ``patch_size``;
                 defaults to half the patch size. Smaller strides restore each pixel more times
@@ -190,10 +205,11 @@ class LPIPDiffPipeline(HubLayoutMixin, DiffusionPipeline):
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         config = self.unet.config
-        patch_stride = max(1, config.patch_size // 2) if patch_stride is None else patch_stride
-        # 0. Check inputs. Raise an error if not correct.
-        self.check_inputs(num_inference_steps, strength, patch_stride, fusion, output_type, unet_batch_size,
-                          callback_on_step_end_tensor_inputs, fidelity)
+        patch_stride = default_stride(config.patch_size) if patch_stride is None else patch_stride
+        # 0. Check inputs. Raise an error if not correct. Below strength 1 the fidelity comes back None.
+        fidelity, strength = sampling_path(fidelity, strength)
+        self.check_inputs(num_inference_steps, patch_stride, fusion, output_type, unet_batch_size,
+                          callback_on_step_end_tensor_inputs)
         self._interrupt = False
 
         # 1. Encode the inputs: RGB in [-1, 1] at face_size, and the sizes to restore them to.
@@ -251,17 +267,9 @@ class LPIPDiffPipeline(HubLayoutMixin, DiffusionPipeline):
             return images, maps
         return LPIPDiffPipelineOutput(images=images, uncertainty=maps)
 
-    def check_inputs(
-        self, num_inference_steps, strength, patch_stride, fusion, output_type, unet_batch_size, tensor_inputs,
-        fidelity=None,
-    ):
-        max_steps = self.scheduler.config.num_train_timesteps
-        if not is_whole_number(num_inference_steps) or not 1 <= num_inference_steps <= max_steps:
-            raise ValueError(
-                f"num_inference_steps must be a whole number from 1 to {max_steps}, got {num_inference_steps!r}"
-            )
-        if isinstance(strength, bool) or not isinstance(strength, numbers.Real) or not 0.0 < strength <= 1.0:
-            raise ValueError(f"strength must be a number in (0, 1], got {strength!r}")
+    def check_inputs(self, num_inference_steps, patch_stride, fusion, output_type, unet_batch_size, tensor_inputs):
+        """The arguments besides ``fidelity`` and ``strength``, which :func:`~lpipdiff.checks.sampling_path` checks."""
+        check_whole_number("num_inference_steps", num_inference_steps, 1, self.scheduler.config.num_train_timesteps)
         patch_size = self.unet.config.patch_size
         smallest = min_stride(patch_size)
         if not is_whole_number(patch_stride) or not smallest <= patch_stride <= patch_size:
@@ -273,18 +281,7 @@ class LPIPDiffPipeline(HubLayoutMixin, DiffusionPipeline):
             raise ValueError(f"fusion must be one of {FUSION_MODES}, got {fusion!r}")
         if output_type not in ("pil", "np", "pt"):
             raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
-        if not is_whole_number(unet_batch_size) or unet_batch_size < 1:
-            raise ValueError(f"unet_batch_size must be a whole number of at least 1, got {unet_batch_size!r}")
-        if fidelity is not None:
-            if isinstance(fidelity, bool) or not isinstance(fidelity, numbers.Real):
-                raise ValueError(f"fidelity must be a number in [0, 1] or None, got {fidelity!r}")
-            if not 0.0 <= fidelity <= 1.0:
-                raise ValueError(f"fidelity must be in [0, 1], got {fidelity}")
-            if strength != 1.0:
-                raise ValueError(
-                    f"strength={strength} starts from the noised input and fidelity from the posterior mean: "
-                    "pass fidelity=None to use strength"
-                )
+        check_whole_number("unet_batch_size", unet_batch_size, 1)
         unknown = [name for name in tensor_inputs if name not in self._callback_tensor_inputs]
         if unknown:
             raise ValueError(f"callback_on_step_end_tensor_inputs: {unknown} not in {self._callback_tensor_inputs}")
@@ -364,10 +361,6 @@ class LPIPDiffPipeline(HubLayoutMixin, DiffusionPipeline):
 def min_stride(patch_size: int) -> int:
     """The smallest patch stride accepted: every pixel is then covered by up to 64 patches."""
     return max(1, patch_size // 8)
-
-
-def is_whole_number(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def split_batch(image) -> list:

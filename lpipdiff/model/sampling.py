@@ -7,13 +7,13 @@ and hands it down; below the commands nothing reads argparse or form values.
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
 
+from ..checks import check_seed, check_whole_number, sampling_path
 from ..config.defaults import (
     DEFAULT_FIDELITY,
     DEFAULT_FUSION,
@@ -21,33 +21,11 @@ from ..config.defaults import (
     DEFAULT_STEPS,
     DEFAULT_STRENGTH,
     FUSION_MODES,
-    MAX_SEED,
     SCHEDULER_NAMES,
 )
-from .pipeline_lpipdiff import LPIPDiffPipeline, is_whole_number
+from .pipeline_lpipdiff import LPIPDiffPipeline, split_batch
 
 SCHEDULERS = dict(zip(SCHEDULER_NAMES, (DDIMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler)))
-
-
-def check_seed(seed) -> int:
-    """``seed`` as an int, or a ValueError that says what a seed may be."""
-    try:
-        value = int(seed)
-    except (TypeError, ValueError, OverflowError):
-        value = None
-    if isinstance(seed, bool) or value is None or value != seed or not 0 <= value <= MAX_SEED:
-        raise ValueError(f"a seed is a whole number from 0 to 2**62, got {seed!r}")
-    return value
-
-
-def _real(name: str, value, low: float, high: float, low_open: bool = False) -> float:
-    """``value`` as a float in [low, high] (or (low, high]), else a ValueError naming ``name``."""
-    inside = isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
-    inside = inside and (low < value if low_open else low <= value) and value <= high
-    if not inside:
-        interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
-        raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
-    return float(value)
 
 
 @dataclass(frozen=True)
@@ -59,7 +37,8 @@ class SamplingOptions:
             ``None`` for the experts' path (``steps`` from noise, or from the noised input).
         steps: steps of the schedule, 1..1000.
         strength: in (0, 1]. Below 1 sampling starts from the noised input, where a fidelity does
-            not apply: such options carry ``fidelity=None`` (this is the one place of that rule).
+            not apply: such options carry ``fidelity=None`` (:func:`lpipdiff.checks.sampling_path`,
+            the pipeline's rule too).
         stride: patch stride in pixels, or ``None`` for half the patch (checked against the
             model's patch size by the pipeline).
         fusion: how overlapping patches are weighted, one of ``FUSION_MODES``.
@@ -76,18 +55,14 @@ class SamplingOptions:
     seed: int = 0
 
     def __post_init__(self):
-        strength = _real("strength", self.strength, 0.0, 1.0, low_open=True)
-        fidelity = None if self.fidelity is None or strength < 1.0 else _real("fidelity", self.fidelity, 0.0, 1.0)
-        if not is_whole_number(self.steps) or not 1 <= self.steps <= 1000:
-            raise ValueError(f"steps must be a whole number from 1 to 1000, got {self.steps!r}")
-        if self.stride is not None and (not is_whole_number(self.stride) or self.stride < 1):
-            raise ValueError(f"stride must be a whole number of pixels (at least 1) or None, got {self.stride!r}")
+        fidelity, strength = sampling_path(self.fidelity, self.strength)
+        steps = check_whole_number("steps", self.steps, 1, 1000)
+        stride = None if self.stride is None else check_whole_number("stride", self.stride, 1)
         if self.fusion not in FUSION_MODES:
             raise ValueError(f"fusion must be one of {FUSION_MODES}, got {self.fusion!r}")
         if self.scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler must be one of {SCHEDULER_NAMES}, got {self.scheduler!r}")
-        for name, value in (("strength", strength), ("fidelity", fidelity), ("steps", int(self.steps)),
-                            ("stride", None if self.stride is None else int(self.stride)),
+        for name, value in (("strength", strength), ("fidelity", fidelity), ("steps", steps), ("stride", stride),
                             ("seed", check_seed(self.seed))):
             object.__setattr__(self, name, value)  # plain Python numbers, whatever the caller passed
 
@@ -136,14 +111,36 @@ def sampling_pipeline(pipeline: LPIPDiffPipeline, scheduler: str = DEFAULT_SCHED
     return fresh
 
 
+def restore_faces(pipeline: LPIPDiffPipeline, faces, options: SamplingOptions, generator=None,
+                  callback_on_step_end=None):
+    """Restore aligned faces as ``options`` say: the product's one call of the pipeline (the CLI, the
+    whole-photo restorer, the demo's service, evaluation and training validation all come here).
+
+    Args:
+        pipeline: a loaded pipeline; the call runs on a :func:`sampling_pipeline` of it (so it is safe
+            from several threads at once).
+        faces: one face or a list of them, anything the pipeline accepts.
+        generator: one ``torch.Generator`` per face; ``None``: face ``i`` gets ``options.seed + i``.
+        callback_on_step_end: the pipeline's step callback (progress, interruption).
+
+    Returns:
+        The pipeline's output, as numpy arrays (``images`` and ``uncertainty``).
+    """
+    if generator is None:
+        generator = options.generators(len(split_batch(faces)))
+    return sampling_pipeline(pipeline, options.scheduler)(
+        faces, generator=generator, output_type="np", callback_on_step_end=callback_on_step_end,
+        **options.pipeline_kwargs()
+    )
+
+
 def restore_all(pipeline, degraded: list[np.ndarray], options: SamplingOptions, batch_size: int = 8,
                 callback_on_step_end=None) -> list[np.ndarray]:
     """Restore aligned faces in batches; face ``i`` is always sampled with ``options.seed + i``."""
-    pipeline = sampling_pipeline(pipeline, options.scheduler)
     restored = []
     for start in range(0, len(degraded), batch_size):
         chunk = degraded[start : start + batch_size]
-        result = pipeline(chunk, generator=options.generators(len(chunk), offset=start), output_type="np",
-                          callback_on_step_end=callback_on_step_end, **options.pipeline_kwargs())
+        result = restore_faces(pipeline, chunk, options, generator=options.generators(len(chunk), offset=start),
+                               callback_on_step_end=callback_on_step_end)
         restored.extend(result.images)
     return restored

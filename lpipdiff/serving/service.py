@@ -22,12 +22,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..config.defaults import DEFAULT_DETAIL
+from ..config.defaults import DEFAULT_DETAIL, default_stride
 from ..faces.restorer import FaceRestorer, NoFaceError
 from ..io.images import MAX_PIXELS, InvalidImageError, load_image_file, save_image
 from ..model.loading import ModelLoadError, load_pipeline
 from ..model.patches import PatchGrid
-from ..model.sampling import SamplingOptions, sampling_pipeline
+from ..model.sampling import SamplingOptions, restore_faces
 from .settings import ServingSettings
 
 MODES = ("Auto", "Whole photo", "Aligned face")
@@ -224,7 +224,7 @@ class RestorationService:
     def work_per_face(self, request: RestoreRequest) -> int:
         """UNet patch evaluations to restore one face: samples x steps x patches a step."""
         config = self.pipeline.unet.config
-        stride = request.sampling.stride or max(1, config.patch_size // 2)
+        stride = request.sampling.stride or default_stride(config.patch_size)
         patches = PatchGrid(config.face_size, config.face_size, config.patch_size, stride).num_patches
         return request.samples * request.sampling.unet_steps() * patches
 
@@ -311,9 +311,7 @@ class RestorationService:
                         raise
                     whole_photo, note = False, "No face detected: restored the image as an aligned face. "
             if not whole_photo:
-                pipeline = sampling_pipeline(self.pipeline, sampling.scheduler)
-                result = pipeline(image, generator=sampling.generators(1), output_type="np",
-                                  callback_on_step_end=on_step, **sampling.pipeline_kwargs())
+                result = restore_faces(self.pipeline, image, sampling, callback_on_step_end=on_step)
                 outputs.append((result.images[0], [image], [result.images[0]], [result.uncertainty[0]]))
             if watchdog.expired():
                 self.tally.add("stopped", 1)

@@ -36,7 +36,6 @@ from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from ..cli.argtypes import (
-    check_training_arguments,
     float_range,
     int_range,
     non_negative_int,
@@ -49,6 +48,7 @@ from ..config.defaults import DEFAULT_STEPS
 from ..model.pipeline_lpipdiff import LPIPDiffPipeline
 from ..model.sampling import SamplingOptions, build_scheduler
 from ..model.unet import PatchFusionUNet
+from .arguments import check_training_arguments
 from .data import DEFAULT_MEMORY_BUDGET, PatchBatches, face_source, open_faces
 from .degradation_torch import BatchDegradation
 
@@ -249,7 +249,7 @@ class Validator:
 
 
 def main(argv=None, prog: str | None = None) -> int:
-    from ..cli.argtypes import report_errors
+    from ..cli.errors import report_errors
 
     return report_errors(run, build_parser(prog).parse_args(argv))
 
