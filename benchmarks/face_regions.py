@@ -1,6 +1,6 @@
 """Measuring restored faces where they sit in the output photo: their region, their detail.
 
-Used by ``benchmarks/real_photos.py`` and the whole-photo tests to compare a restored photo
+Used by ``real_photos.py`` beside it and the whole-photo tests to compare a restored photo
 with an upscale of its input on the same face pixels.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..faces.detail import crop_transform
+from lpipdiff.faces.detail import crop_transform
 
 # Non-local means strength (0..255 units) that clears the degradation presets' noise (sigma up
 # to 20) before fine detail is measured (:func:`structure_energy`).

@@ -31,19 +31,17 @@ from skimage import data
 
 from lpipdiff.cli.options import add_face_weights_argument, add_sampling_arguments, face_weights, sampling_options
 from lpipdiff.config.defaults import DEFAULT_DETAIL
-from lpipdiff.evaluation.face_regions import aligned_crop, face_mask, laplacian_energy, structure_energy
 from lpipdiff.evaluation.metrics import FaceGeometry
 from lpipdiff.faces.restorer import FaceRestorer
 from lpipdiff.io.images import load_image_file, resize_array, save_image
 from lpipdiff.model.loading import load_pipeline
 from lpipdiff.training.degradation import Degradation
 
+from face_regions import aligned_crop, face_mask, laplacian_energy, structure_energy
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 FIGURE_SIDE = 256
 DETAILS = (0.0, DEFAULT_DETAIL)
-# Every face here is an adult's (issue 22): Eileen Collins (astronaut, about 40), the
-# cameraman, Grace Hopper (about 75); the summary reports them as such.
-ADULT_SOURCES = ("astronaut", "cameraman", "hopper")
 
 
 def grace_hopper() -> np.ndarray:
@@ -151,7 +149,8 @@ def format_row(row: dict, details=DETAILS) -> str:
 
 def adult_summary(rows: list[dict], details=DETAILS) -> list[str]:
     """Issue 22: identity to the input face and structure ratio over the degraded adult faces
-    larger than the model (all faces here are adults')."""
+    larger than the model (every face here is an adult's: Eileen Collins (astronaut, about 40), the
+    cameraman, Grace Hopper (about 75))."""
     larger = [row for row in rows if row["larger"] and row["degraded"]]
     lines = []
     for detail in details:

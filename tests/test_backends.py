@@ -6,7 +6,7 @@ import torch
 
 from lpipdiff.hub import publish as hub
 from lpipdiff.model import backends
-from lpipdiff.model.backends import BackendUNet, accelerate, choose_backend, export_onnx
+from lpipdiff.model.backends import BackendUNet, choose_backend, export_onnx, with_backend
 from lpipdiff.model.folder_checks import ModelLoadError
 from lpipdiff.model.loading import load_pipeline
 from lpipdiff.model.sampling import sampling_pipeline
@@ -39,7 +39,7 @@ def test_onnxruntime_unet_matches_torch_at_any_batch(tmp_path):
     assert onnxruntime
     unet = tiny_pipeline().unet
     path = export_onnx(unet, tmp_path / "unet.onnx")
-    fast = accelerate(unet, "onnxruntime", onnx_path=path, threads=1)
+    fast = with_backend(unet, "onnxruntime", onnx_path=path, threads=1)
     assert isinstance(fast, BackendUNet) and fast.backend == "onnxruntime"
     for count in (1, 5, 12):  # the graph's batch is dynamic
         inputs = unet_inputs(unet, count)
@@ -54,7 +54,7 @@ def test_onnxruntime_pipeline_restores_a_face_like_torch(tmp_path):
     pipeline = tiny_pipeline()
     path = export_onnx(pipeline.unet, tmp_path / "unet.onnx")
     fast = sampling_pipeline(pipeline)
-    fast.unet = accelerate(pipeline.unet, "onnxruntime", onnx_path=path, threads=1)
+    fast.unet = with_backend(pipeline.unet, "onnxruntime", onnx_path=path, threads=1)
     expected = pipeline(face(), generator=generator(), output_type="np")
     got = fast(face(), generator=generator(), output_type="np")
     assert got.images.shape == expected.images.shape == (1, 32, 32, 3)
@@ -67,7 +67,7 @@ def test_openvino_pipeline_restores_a_face_close_to_torch(tmp_path):
     pytest.importorskip("openvino")
     pipeline = tiny_pipeline()
     fast = sampling_pipeline(pipeline)
-    fast.unet = accelerate(pipeline.unet, "openvino", cache_dir=tmp_path, threads=1)
+    fast.unet = with_backend(pipeline.unet, "openvino", cache_dir=tmp_path, threads=1)
     expected = pipeline(face(), generator=generator(), output_type="np")
     got = fast(face(), generator=generator(), output_type="np")
     assert np.isfinite(got.images).all()
@@ -115,7 +115,7 @@ def test_a_backend_that_is_not_installed_is_a_load_error(saved_pipeline, monkeyp
         raise ImportError("No module named 'onnxruntime'")
 
     monkeypatch.setattr(backends, "_onnxruntime", missing)
-    monkeypatch.setattr("lpipdiff.model.loading.accelerate", lambda *a, **k: missing())
+    monkeypatch.setattr("lpipdiff.model.loading.with_backend", lambda *a, **k: missing())
     with pytest.raises(ModelLoadError, match="not installed"):
         load_pipeline(saved_pipeline, device="cpu", backend="onnxruntime")
 
@@ -123,7 +123,7 @@ def test_a_backend_that_is_not_installed_is_a_load_error(saved_pipeline, monkeyp
 def test_the_onnx_unet_takes_one_timestep_for_all_patches(tmp_path):
     pytest.importorskip("onnxruntime")
     unet = tiny_pipeline().unet
-    fast = accelerate(unet, "onnxruntime", onnx_path=export_onnx(unet, tmp_path / "u.onnx"), threads=1)
+    fast = with_backend(unet, "onnxruntime", onnx_path=export_onnx(unet, tmp_path / "u.onnx"), threads=1)
     inputs = unet_inputs(unet, 2)
     same = fast(inputs[0], torch.tensor([7, 7]), *inputs[1:])
     assert (same - torch_prediction(unet, inputs, 7)).abs().max() < FP32_TOLERANCE

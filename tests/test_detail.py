@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from skimage import data
 
-from lpipdiff.evaluation.face_regions import face_mask, laplacian_energy, structure_energy
 from lpipdiff.faces.detail import keep_input_detail, low_band, output_scale
 from lpipdiff.faces.face_helper import FaceHelper
 from lpipdiff.faces.restorer import _to_bgr_uint8, _to_rgb_float
@@ -15,6 +14,7 @@ from lpipdiff.io.images import list_images, load_image_file
 from lpipdiff.model.sampling import SamplingOptions
 
 from conftest import UTKFACE_VAL, face_restorer, tiny_pipeline
+from face_regions import face_mask, laplacian_energy, structure_energy
 
 pytestmark = pytest.mark.slow  # the bundled model on whole photos
 

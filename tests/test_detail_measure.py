@@ -5,10 +5,10 @@ import cv2
 import numpy as np
 import pytest
 
-from lpipdiff.evaluation.face_regions import laplacian_energy, structure_energy
 from lpipdiff.io.images import list_images, load_image_file
 
 from conftest import UTKFACE_VAL
+from face_regions import laplacian_energy, structure_energy
 
 
 @pytest.mark.shared

@@ -22,7 +22,6 @@ BANDS: tuple[tuple[str, int, int | None], ...] = (
     ("0-12", 0, 12), ("13-19", 13, 19), ("20-59", 20, 59), ("60+", 60, None),
 )
 BAND_NAMES = tuple(label for label, _, _ in BANDS)
-ADULT_BANDS = ("20-59", "60+")
 _AGE = re.compile(r"^(\d{1,3})_")
 
 

@@ -1,6 +1,6 @@
 """How the UNet runs: torch (fp32 or bf16 autocast), ONNX Runtime or OpenVINO, chosen at load time.
 
-:func:`accelerate` wraps a :class:`~lpipdiff.model.unet.PatchFusionUNet` into :class:`BackendUNet`, a module
+:func:`with_backend` wraps a :class:`~lpipdiff.model.unet.PatchFusionUNet` into :class:`BackendUNet`, a module
 the pipeline calls exactly like the UNet (``unet(noisy, timestep, degraded, coordinates, context)``,
 ``unet.config``, ``encode``/``decode``); only the forward pass changes. ``"auto"`` picks the fastest
 path the machine supports (docs/BENCHMARKS.md, issue 19): a GPU keeps torch; a CPU with native bf16
@@ -107,7 +107,7 @@ class BackendUNet(torch.nn.Module):
         return self._run(noisy, steps[:1].long().cpu(), degraded, coordinates, context)
 
 
-def accelerate(unet, backend: str = "auto", onnx_path: str | os.PathLike | None = None,
+def with_backend(unet, backend: str = "auto", onnx_path: str | os.PathLike | None = None,
                cache_dir: str | os.PathLike | None = None, threads: int | None = None):
     """``unet`` itself (backend torch) or a :class:`BackendUNet` running it the chosen way.
 

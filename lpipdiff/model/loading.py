@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from ..config.defaults import DEFAULT_BACKEND, DEFAULT_SCHEDULER
-from .backends import ONNX_FILE, accelerate
+from .backends import ONNX_FILE, with_backend
 from .folder_checks import ModelLoadError, check_model_folder, read_json
 from .pipeline_lpipdiff import LPIPDiffPipeline
 from .sampling import sampling_pipeline
@@ -91,8 +91,8 @@ def load_pipeline(
     if backend != "torch":
         onnx = Path(source) / "unet" / ONNX_FILE if Path(source).is_dir() else None
         try:
-            pipeline.unet = accelerate(pipeline.unet.eval(), backend, onnx if onnx and onnx.is_file() else None,
-                                       cache_dir, threads)
+            pipeline.unet = with_backend(pipeline.unet.eval(), backend, onnx if onnx and onnx.is_file() else None,
+                                         cache_dir, threads)
         except ImportError as error:
             raise ModelLoadError(f"backend {backend!r} is not installed: {error}") from None
     return pipeline
