@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..checks import check_whole_number
 from ..io.images import list_images, load_image_file, resize_array, save_image
 from ..io.safe_files import OutputExistsError, refuse_existing, write_text
 from ..training.degradation import Degradation, image_seed
@@ -25,15 +26,11 @@ def pair_names(files: list[Path]) -> list[str]:
 
 
 def check_selection(face_size, limit, offset) -> None:
-    def whole(value) -> bool:
-        return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-    if not whole(face_size) or not 8 <= face_size <= 4096:
-        raise ValueError(f"face_size must be a whole number from 8 to 4096, got {face_size!r}")
-    if limit is not None and (not whole(limit) or limit < 1):
-        raise ValueError(f"limit must be a whole number of at least 1 (or None for all), got {limit!r}")
-    if not whole(offset) or offset < 0:
-        raise ValueError(f"offset must be a whole number of at least 0, got {offset!r}")
+    """``limit`` may also be None (all faces)."""
+    check_whole_number("face_size", face_size, 8, 4096)
+    if limit is not None:
+        check_whole_number("limit", limit, 1)
+    check_whole_number("offset", offset, 0)
 
 
 def make_test_set(

@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 import torch
 
+from ..checks import check_whole_number
 from ..config.defaults import DEFAULT_BG_OVERLAP as DEFAULT_OVERLAP
 from ..config.defaults import DEFAULT_BG_TILE as DEFAULT_TILE
 
@@ -229,10 +230,8 @@ class BackgroundUpscaler:
     """
 
     def __init__(self, model, name: str = "", tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP):
-        if not isinstance(tile, int) or isinstance(tile, bool) or tile < 32:
-            raise ValueError(f"the upscaler's tile must be a whole number of at least 32 pixels, got {tile!r}")
-        if not isinstance(overlap, int) or isinstance(overlap, bool) or not 4 <= overlap <= tile // 2:
-            raise ValueError(f"the upscaler's tile overlap must be 4..{tile // 2} pixels, got {overlap!r}")
+        tile = check_whole_number("the upscaler's tile (pixels)", tile, 32)
+        overlap = check_whole_number("the upscaler's tile overlap (pixels)", overlap, 4, tile // 2)
         self.model, self.name, self.tile, self.overlap = model, name, tile, overlap
         self.scale = int(model.scale)
 

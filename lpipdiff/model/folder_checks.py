@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from ..checks import is_whole_number
+
 MAX_JSON_BYTES = 1_000_000  # a config is a few hundred bytes; anything near this is not one
 MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit
 MAX_FACE_SIZE = 4096
@@ -55,10 +57,6 @@ def read_json(path: Path) -> dict:
     if not isinstance(value, dict):
         raise _error(f"{path}: expected a JSON object, got {type(value).__name__}")
     return value
-
-
-def _whole(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _need(path: Path, config: dict, key: str, check, expected: str, required: bool = True) -> None:
@@ -99,27 +97,27 @@ def check_unet_config(path: Path) -> dict:
     config = read_json(path)
     if config.get("_class_name", UNET_CLASS) != UNET_CLASS:
         raise _error(f"{path}: describes a {json.dumps(config['_class_name'])[:60]}, not a {UNET_CLASS}")
-    _need(path, config, "face_size", lambda v: _whole(v) and 8 <= v <= MAX_FACE_SIZE,
+    _need(path, config, "face_size", lambda v: is_whole_number(v) and 8 <= v <= MAX_FACE_SIZE,
           f"a whole number from 8 to {MAX_FACE_SIZE}")
-    _need(path, config, "patch_size", lambda v: _whole(v) and 4 <= v <= config["face_size"],
+    _need(path, config, "patch_size", lambda v: is_whole_number(v) and 4 <= v <= config["face_size"],
           "a whole number from 4 to face_size")
     for key in ("use_coordinates", "use_global_context", "residual"):
         _need(path, config, key, lambda v: isinstance(v, bool), "true or false", required=False)
     _need(path, config, "residual_scale", lambda v: not isinstance(v, bool) and isinstance(v, (int, float))
           and math.isfinite(v) and 0 < v <= 1000, "a positive number", required=False)
     _need(path, config, "block_out_channels", lambda v: isinstance(v, list) and 1 <= len(v) <= 8
-          and all(_whole(c) and 1 <= c <= 4096 for c in v), "a list of 1 to 8 whole numbers from 1 to 4096",
+          and all(is_whole_number(c) and 1 <= c <= 4096 for c in v), "a list of 1 to 8 whole numbers from 1 to 4096",
           required=False)
     levels = len(config.get("block_out_channels", (0,) * 4))
-    _need(path, config, "layers_per_block", lambda v: _whole(v) and 1 <= v <= 16, "a whole number from 1 to 16",
-          required=False)
+    _need(path, config, "layers_per_block", lambda v: is_whole_number(v) and 1 <= v <= 16,
+          "a whole number from 1 to 16", required=False)
     for key, allowed in (("down_block_types", DOWN_BLOCKS), ("up_block_types", UP_BLOCKS)):
         _need(path, config, key, lambda v, allowed=allowed: isinstance(v, list) and len(v) == levels
               and all(block in allowed for block in v), f"a list of {levels} of {', '.join(allowed)}", required=False)
-    _need(path, config, "norm_num_groups", lambda v: _whole(v) and v >= 1 and all(
+    _need(path, config, "norm_num_groups", lambda v: is_whole_number(v) and v >= 1 and all(
         c % v == 0 for c in config.get("block_out_channels", (32, 64, 128, 128))),
         "a whole number dividing every block_out_channels entry", required=False)
-    _need(path, config, "attention_head_dim", lambda v: _whole(v) and v >= 1, "a whole number of at least 1",
+    _need(path, config, "attention_head_dim", lambda v: is_whole_number(v) and v >= 1, "a whole number of at least 1",
           required=False)
     if config["patch_size"] % 2 ** (levels - 1):
         raise _error(f"{path}: patch_size {config['patch_size']} must be divisible by 2**{levels - 1} "
@@ -132,7 +130,7 @@ def check_scheduler_config(path: Path) -> None:
     if config.get("_class_name") not in SCHEDULER_CLASSES:
         raise _error(f"{path}: names the scheduler class {json.dumps(config.get('_class_name'))[:60]}; "
                      f"expected one of {', '.join(SCHEDULER_CLASSES)}")
-    _need(path, config, "num_train_timesteps", lambda v: _whole(v) and 2 <= v <= 100_000,
+    _need(path, config, "num_train_timesteps", lambda v: is_whole_number(v) and 2 <= v <= 100_000,
           "a whole number from 2 to 100000", required=False)
     _need(path, config, "prediction_type", lambda v: v in PREDICTION_TYPES, f"one of {PREDICTION_TYPES}",
           required=False)

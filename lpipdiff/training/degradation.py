@@ -18,6 +18,7 @@ import math
 import cv2
 import numpy as np
 
+from ..checks import check_whole_number
 from ..io.images import to_uint8
 
 REFERENCE_SIZE = 512
@@ -112,8 +113,7 @@ class Degradation:
     """
 
     def __init__(self, preset: str | DegradationPreset = "moderate", face_size: int = 512, color: bool = True):
-        if isinstance(face_size, bool) or not isinstance(face_size, (int, np.integer)) or not 1 <= face_size <= 2**16:
-            raise ValueError(f"face_size must be a whole number from 1 to 65536, got {face_size!r}")
+        check_whole_number("face_size", face_size, 1, 2**16)
         if isinstance(preset, str):
             if preset not in PRESETS:
                 raise ValueError(f"Unknown degradation preset {preset!r}; choose one of {sorted(PRESETS)}.")
