@@ -277,7 +277,7 @@ def cmd_degrade(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from ..hub.publish import export
+    from ..hub.export import export
 
     try:
         folder = export(args.model, args.output, repo_id=args.repo_id, overwrite=args.overwrite, onnx=args.onnx)
