@@ -14,7 +14,8 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from lpipdiff.cli.archive import MANIFEST, PARTS, Item, Manifest, plan_archive, read_records, resume_plan
+from lpipdiff.cli.archive import MANIFEST, PARTS, Manifest, read_records
+from lpipdiff.cli.restore import WorkItem, plan_inputs, resume_plan
 
 from conftest import tiny_pipeline
 
@@ -39,14 +40,16 @@ def make_tree(root: Path, count: int = 12, side: int = 32) -> list[Path]:
 def test_plan_keeps_the_folder_structure(tmp_path):
     made = make_tree(tmp_path / "in", 8)
     (tmp_path / "in" / "face000_restored.png").write_bytes(b"")  # an input named like an output
-    items, problems = plan_archive([str(tmp_path / "in")], tmp_path / "out", recursive=True)
-    assert not problems and len(items) == 9
-    targets = {item.source.relative_to(tmp_path / "in"): item.target.relative_to(tmp_path / "out") for item in items}
+    plan = plan_inputs([str(tmp_path / "in")], tmp_path / "out", recursive=True, skip_output_tree=True)
+    items = plan.items
+    assert not plan.problems and len(items) == 9 and {item.kind for item in items} == {"image"}
+    targets = {item.input.relative_to(tmp_path / "in"): item.output.relative_to(tmp_path / "out") for item in items}
     assert targets[Path("1950/summer/face002.png")] == Path("1950/summer/face002_restored.png")
-    flat, _ = plan_archive([str(tmp_path / "in")], tmp_path / "out", recursive=False)
+    PIL.Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "in" / ".hidden.png")
+    flat = plan_inputs([str(tmp_path / "in")], tmp_path / "out").items  # a plain restore's plan: hidden skipped too
     assert len(flat) == 3  # face000, face004 and the empty one: only the top folder
-    assert plan_archive([str(tmp_path / "in")], tmp_path / "out", True)[0] == items  # the same in every process
-    assert all(made_one in {i.source for i in items} for made_one in made)
+    assert plan_inputs([str(tmp_path / "in")], tmp_path / "out", True).items == items  # the same in every process
+    assert all(made_one in {i.input for i in items} for made_one in made)
 
 
 def test_torn_lines_are_not_records(tmp_path):
@@ -59,20 +62,20 @@ def test_torn_lines_are_not_records(tmp_path):
 def test_resume_skips_what_is_done_and_keeps_other_files(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    items = [Item(tmp_path / f"{name}.png", out / f"{name}_restored.png") for name in "abcde"]
+    items = [WorkItem(tmp_path / f"{name}.png", out / f"{name}_restored.png") for name in "abcde"]
     manifest = Manifest(out, 0)
     manifest.write(items[0], "started")
     manifest.write(items[0], "done", faces=1, seconds=0.1)
-    items[0].target.write_bytes(b"done")
+    items[0].output.write_bytes(b"done")
     manifest.write(items[1], "started")  # killed while writing its output
-    items[1].target.write_bytes(b"half")
-    items[2].target.write_bytes(b"somebody's")  # not this job's
+    items[1].output.write_bytes(b"half")
+    items[2].output.write_bytes(b"somebody's")  # not this job's
     manifest.write(items[3], "failed", error="broken")
     todo, replace, done, problems = resume_plan(items, manifest.latest(), overwrite=False)
-    assert done == 1 and [i.source.stem for i in todo] == ["b", "d", "e"] and replace == {items[1].target}
+    assert done == 1 and [i.input.stem for i in todo] == ["b", "d", "e"] and replace == {items[1].output}
     assert len(problems) == 1 and "c_restored.png exists; pass --overwrite" in problems[0]
     todo, replace, _, _ = resume_plan(items, manifest.latest(), overwrite=True)
-    assert [i.source.stem for i in todo] == ["b", "c", "d", "e"]
+    assert [i.input.stem for i in todo] == ["b", "c", "d", "e"]
     merged = manifest.merge()
     assert not (out / PARTS).exists()
     final = {r["input"]: r["status"] for r in read_records(merged)[0]}

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from lpipdiff.cli.commands import main
-from lpipdiff.hub import publish as hub
+from lpipdiff.hub.export import export
+from lpipdiff.hub.publish import push
+from lpipdiff.hub.space import space_folder, space_front_matter
 
 from conftest import generator
 
@@ -51,7 +53,7 @@ def run_without_lpipdiff(source, face, tmp_path, env=None):
 
 @pytest.fixture
 def exported(tmp_path, saved_pipeline):
-    return hub.export(saved_pipeline, tmp_path / "export", repo_id="org/lpipdiff-tiny")
+    return export(saved_pipeline, tmp_path / "export", repo_id="org/lpipdiff-tiny")
 
 
 def test_export_is_self_contained_and_gives_the_same_output(pipeline, exported, val_faces, tmp_path):
@@ -132,6 +134,7 @@ def test_model_card_names_usage_data_terms_and_citation(exported):
         "library_name: diffusers",
     ):
         assert needle in card, needle
+    assert "{{" not in card and "{%" not in card  # the template is rendered through
 
 
 def test_model_card_includes_evaluation_when_present(saved_pipeline, tmp_path):
@@ -141,7 +144,7 @@ def test_model_card_includes_evaluation_when_present(saved_pipeline, tmp_path):
     }
     (saved_pipeline / "evaluation.json").write_text(json.dumps(evaluation))
     (saved_pipeline / "training_config.json").write_text(json.dumps({"steps": 1234, "wall_seconds": 3600, "args": {}}))
-    card = (hub.export(saved_pipeline, tmp_path / "out") / "README.md").read_text()
+    card = (export(saved_pipeline, tmp_path / "out") / "README.md").read_text()
     assert "| severe | LPIP-Diff | 4 | 21.5 |" in card and "1234 steps" in card
     # The table says which sampler and how many faces its figures are for.
     assert "Sampler: fidelity 0.3, num_inference_steps 10, fusion window. 4 held-out faces" in card
@@ -153,7 +156,7 @@ def test_model_card_includes_evaluation_when_present(saved_pipeline, tmp_path):
     }}
     evaluation["notes"] = ["No face of these is over 60."]
     (saved_pipeline / "evaluation.json").write_text(json.dumps(evaluation))
-    card = (hub.export(saved_pipeline, tmp_path / "out2") / "README.md").read_text()
+    card = (export(saved_pipeline, tmp_path / "out2") / "README.md").read_text()
     assert "| severe | 0-12 | LPIP-Diff | 3 | 21 |" in card and "No face of these is over 60." in card
     assert "| severe | 60+ |" not in card
 
@@ -172,7 +175,7 @@ def test_push_uploads_everything_a_user_needs(saved_pipeline, monkeypatch):
     api.upload_folder.side_effect = record
     monkeypatch.setattr("huggingface_hub.HfApi", lambda token=None: api)
     assert (
-        hub.push(saved_pipeline, "org/name", private=True, token="hf_test")
+        push(saved_pipeline, "org/name", private=True, token="hf_test")
         == "https://huggingface.co/org/name/commit/1"
     )
     api.create_repo.assert_called_once_with("org/name", repo_type="model", private=True, exist_ok=True)
@@ -187,14 +190,22 @@ def test_push_uploads_everything_a_user_needs(saved_pipeline, monkeypatch):
 
 
 def test_push_space_uploads_app_package_and_front_matter(saved_pipeline, monkeypatch, tmp_path):
-    folder = hub.space_folder(tmp_path / "space", model_repo="org/name")
+    folder = space_folder(tmp_path / "space", model_repo="org/name")
     readme = (folder / "README.md").read_text()
     assert "sdk: gradio" in readme and 'python_version: "3.11"' in readme and "app_file: app.py" in readme
     assert (folder / "lpipdiff" / "model" / "pipeline_lpipdiff.py").is_file() and (folder / "app.py").is_file()
     assert (folder / "requirements.txt").is_file() and list((folder / "examples").glob("*.png"))
     assert not (folder / "lpipdiff" / "bundled").exists()  # the Space downloads the model repo
-    assert readme.startswith(hub.space_front_matter()[:-4]) and "models:\n  - org/name" in readme
-    bundled = hub.space_folder(tmp_path / "bundled", bundle_model=saved_pipeline)
+    # Every file of the package travels, its non-Python files (the model card's template) included.
+    package = ROOT / "lpipdiff"
+    needed = {
+        str(p.relative_to(package)) for p in package.rglob("*")
+        if p.is_file() and not {"__pycache__", "bundled"} & set(p.parts)
+    }
+    assert "hub/model_card.md" in needed
+    assert needed <= {str(p.relative_to(folder / "lpipdiff")) for p in (folder / "lpipdiff").rglob("*") if p.is_file()}
+    assert readme.startswith(space_front_matter()[:-4]) and "models:\n  - org/name" in readme
+    bundled = space_folder(tmp_path / "bundled", bundle_model=saved_pipeline)
     weights = bundled / "lpipdiff" / "bundled" / "lpipdiff-utkface-128" / "unet" / "diffusion_pytorch_model.safetensors"
     assert weights.read_bytes() == (saved_pipeline / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
 
@@ -262,7 +273,7 @@ def test_model_card_says_what_to_install_and_how_it_was_trained(saved_pipeline, 
         "segments": [{"steps": [0, 2000], "wall_seconds": 7200, "how": "the only segment"}],
     }
     (saved_pipeline / "training_config.json").write_text(json.dumps(record))
-    card = (hub.export(saved_pipeline, tmp_path / "out") / "README.md").read_text()
+    card = (export(saved_pipeline, tmp_path / "out") / "README.md").read_text()
     install = next(line for line in card.splitlines() if line.startswith("pip install "))
     assert set(install.split()[2:]) == {"diffusers", "numpy", "opencv-python", "pillow", "torch", "huggingface_hub"}
     assert "2000 steps (2.00 h of wall time) on one test machine" in card and "the only segment" in card
@@ -272,7 +283,7 @@ def test_model_card_says_what_to_install_and_how_it_was_trained(saved_pipeline, 
 def test_space_front_matter_is_the_readme_s_and_matches_the_pinned_gradio():
     import gradio
 
-    front = hub.space_front_matter()
+    front = space_front_matter()
     assert (ROOT / "README.md").read_text().startswith(front)
     assert f"sdk_version: {gradio.__version__}\n" in front
 

@@ -27,7 +27,6 @@ from .options import (
     add_bg_upsampler_arguments,
     add_face_weights_argument,
     add_sampling_arguments,
-    face_weights,
     sampling_options,
 )
 
@@ -41,145 +40,6 @@ DELEGATED = {
 }
 
 
-def collect_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
-    """Image files named directly or found inside named folders, plus messages for bad names."""
-    from ..io.images import IMAGE_EXTENSIONS, list_images
-
-    files, problems = [], []
-    for name in inputs:
-        path = Path(name)
-        if path.is_dir():
-            found = list_images(path)
-            if not found:
-                problems.append(f"{path}: folder has no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-            files.extend(found)
-        elif path.is_file():
-            files.append(path)
-        else:
-            problems.append(f"{path}: no such file or folder")
-    return files, problems
-
-
-def output_path(source: Path, output_dir: Path, taken: set[Path], suffix: str) -> Path:
-    """``OUTDIR/NAME_SUFFIX.png``, never an input file nor an output already planned."""
-    candidate = output_dir / f"{source.stem}_{suffix}.png"
-    number = 1
-    while candidate.resolve() in taken:
-        candidate = output_dir / f"{source.stem}_{suffix}_{number}.png"
-        number += 1
-    taken.add(candidate.resolve())
-    return candidate
-
-
-def prepare_output_folder(folder: Path) -> str | None:
-    """Create the output folder; a message when it cannot take the outputs."""
-    if folder.exists() and not folder.is_dir():
-        return f"{folder}: exists and is not a folder"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        return f"{folder}: cannot create the output folder ({error.strerror or error})"
-    if not os.access(folder, os.W_OK | os.X_OK):
-        return f"{folder}: the output folder is not writable"
-    return None
-
-
-def plan_outputs(files: list[Path], output_dir: Path, suffix: str, overwrite: bool):
-    """Where each input's result goes, decided before any work: ``{input: output}`` and messages
-    for the inputs whose output file exists already (kept unless ``overwrite``)."""
-    taken = {f.resolve() for f in files}
-    plan, problems = {}, []
-    for source in files:
-        target = output_path(source, output_dir, taken, suffix)
-        if os.path.lexists(target) and not overwrite:  # a dangling symlink is taken too
-            problems.append(f"{source}: {target} exists; pass --overwrite to replace it")
-        else:
-            plan[source] = target
-    return plan, problems
-
-
-def report(problems: list[str]) -> None:
-    for problem in problems:
-        print(f"error: {problem}", file=sys.stderr)
-
-
-# One bad file must not stop a batch: these end one file's work with its message (an unreadable
-# image is an InvalidImageError, a ValueError).
-FILE_ERRORS = (ValueError, OSError, RuntimeError, MemoryError)
-
-
-def load_restorers(args, sampling, device=None):
-    """The pipeline and, for whole photos, the :class:`FaceRestorer` (with its background upscaler)."""
-    from ..model.loading import load_pipeline
-
-    pipeline = load_pipeline(args.model, scheduler=sampling.scheduler, device=device or args.device,
-                             backend=args.backend)
-    restorer = None
-    if args.whole_photo:
-        from ..faces.restorer import FaceRestorer
-
-        upsampler = None
-        if args.bg_upsampler:
-            from ..faces.upscaler import load_upscaler
-
-            upsampler = load_upscaler(args.bg_upsampler, device=pipeline.device, tile=args.bg_tile)
-        restorer = FaceRestorer(pipeline, detector=args.detector, weights_dir=face_weights(args),
-                                upscale=args.upscale, only_largest=args.only_largest,
-                                min_face_size=args.min_face_size, detail=args.detail, bg_upsampler=upsampler)
-    return pipeline, restorer
-
-
-def restore_one(pipeline, restorer, sampling, callback=None):
-    """``restore(path) -> (image, faces)`` for one input file."""
-    from ..io.images import load_image_file
-    from ..model.sampling import restore_faces
-
-    def restore(path):
-        image = load_image_file(path)
-        if restorer is not None:
-            result = restorer.restore(image, sampling, callback_on_step_end=callback)
-            return result.image, len(result.faces)
-        return restore_faces(pipeline, image, sampling, callback_on_step_end=callback).images[0], 1
-
-    return restore
-
-
-def archive_mode(args) -> bool:
-    """The resumable, multi-process path: asked for, or launched as one of several processes
-    (accelerate launch, torchrun: ``WORLD_SIZE``, read here at the command's edge)."""
-    return args.archive or args.recursive or int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
-
-
-def cmd_restore_archive(args, sampling) -> int:
-    import torch
-    from accelerate import PartialState
-
-    from ..io.images import save_image
-    from ..model.loading import ModelLoadError
-    from .archive import plan_archive, run_archive
-
-    state = PartialState(cpu=not torch.cuda.is_available() or str(args.device or "").startswith("cpu"))
-    output_dir = Path(args.output)
-    items, problems = plan_archive(args.inputs, output_dir, args.recursive)
-    folder_problem = prepare_output_folder(output_dir) if state.is_main_process else None
-    if folder_problem or not items:
-        if state.is_main_process:
-            report(problems + ([folder_problem] if folder_problem else []) + ["nothing to restore"] * (not items))
-        return 2 if folder_problem else 1
-    try:
-        pipeline, restorer = load_restorers(args, sampling, device=args.device or state.device)
-    except (ModelLoadError, ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    state.wait_for_everyone()  # the output folder exists before any process plans in it
-
-    def save(image, target, replace):
-        save_image(image, target, overwrite=replace or args.overwrite)
-
-    return run_archive(items, problems, output_dir, restore_one(pipeline, restorer, sampling), save, state,
-                       overwrite=args.overwrite, file_errors=FILE_ERRORS)
-
-
 def cmd_restore(args) -> int:
     try:
         sampling = sampling_options(args)
@@ -189,53 +49,22 @@ def cmd_restore(args) -> int:
     if args.bg_upsampler and not args.whole_photo:
         print("error: --bg-upsampler upscales the background of whole photos: add --whole-photo", file=sys.stderr)
         return 2
-    if archive_mode(args):
-        return cmd_restore_archive(args, sampling)
-    from tqdm.auto import tqdm
+    from .restore import restore_command
 
-    from ..io.images import save_image
-    from ..model.loading import ModelLoadError
+    return restore_command(args, sampling, resumable=archive_mode(args))
 
-    files, problems = collect_inputs(args.inputs)
-    output_dir = Path(args.output)
-    folder_problem = prepare_output_folder(output_dir)
-    if folder_problem:
-        report(problems + [folder_problem])
-        return 2
-    plan, skipped = plan_outputs(files, output_dir, "restored", args.overwrite)
-    problems += skipped
-    report(problems)
-    if not plan:
-        print("error: nothing to restore", file=sys.stderr)
-        return 1
-    try:
-        pipeline, restorer = load_restorers(args, sampling)
-    except (ModelLoadError, ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
 
-    failed = 0
-    progress = tqdm(plan.items(), desc="restore", unit="image")
-
-    def show_step(pipe, step, timestep, callback_kwargs):
-        progress.set_postfix_str(f"step {step + 1}/{pipe.num_timesteps}")
-        return {}
-
-    restore = restore_one(pipeline, restorer, sampling, show_step)
-    for path, target in progress:
-        try:
-            save_image(restore(path)[0], target, overwrite=args.overwrite)
-        except FILE_ERRORS as error:
-            failed += 1
-            tqdm.write(f"error: {path}: {error}", file=sys.stderr)
-    print(f"restored {len(plan) - failed} of {len(files)} images into {output_dir}")
-    return 1 if failed or problems else 0
+def archive_mode(args) -> bool:
+    """The resumable, multi-process path: asked for, or launched as one of several processes
+    (accelerate launch, torchrun: ``WORLD_SIZE``, read here at the command's edge)."""
+    return args.archive or args.recursive or int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
 
 
 def cmd_degrade(args) -> int:
     from ..evaluation.pairs import make_test_set
     from ..io.images import load_image_file, save_image
     from ..training.degradation import Degradation, image_scale_side, image_seed
+    from .restore import Progress, plan_inputs, prepare_output_folder, report, restore_items, resume_plan, summary
 
     output_dir = Path(args.output)
     folder_problem = prepare_output_folder(output_dir)
@@ -256,25 +85,26 @@ def cmd_degrade(args) -> int:
         )
         print(f"wrote {len(names)} clean/degraded pairs into {args.output}")
         return 0
-    files, problems = collect_inputs(args.inputs)
-    plan, skipped = plan_outputs(files, output_dir, args.preset, args.overwrite)
-    problems += skipped
+    plan = plan_inputs(args.inputs, output_dir, suffix=args.preset)
+    todo, _, _, skipped = resume_plan(plan.items, {}, args.overwrite)
+    problems = plan.problems + skipped
     report(problems)
-    failed = 0
-    for path, target in plan.items():
-        try:
-            image = load_image_file(path)
-            degradation = Degradation(args.preset, face_size=image_scale_side(*image.shape[:2]))
-            save_image(degradation(image, image_seed(args.seed, path.name)), target, overwrite=args.overwrite)
-        except FILE_ERRORS as error:
-            failed += 1
-            print(f"error: {path}: {error}", file=sys.stderr)
-    print(f"degraded {len(plan) - failed} of {len(files)} images into {output_dir}")
+
+    def degrade(item):
+        image = load_image_file(item.input)
+        degradation = Degradation(args.preset, face_size=image_scale_side(*image.shape[:2]))
+        return degradation(image, image_seed(args.seed, item.input.name)), None
+
+    def save(image, item):
+        save_image(image, item.output, overwrite=args.overwrite)
+
+    failed = restore_items(todo, degrade, save, Progress(len(todo), enabled=False))
+    print(summary("degraded", len(todo) - failed, len(plan.items), output_dir))
     return 1 if failed or problems else 0
 
 
 def cmd_export(args) -> int:
-    from ..hub.publish import export
+    from ..hub.export import export
 
     try:
         folder = export(args.model, args.output, repo_id=args.repo_id, overwrite=args.overwrite, onnx=args.onnx)

@@ -1,0 +1,349 @@
+"""Restoring files: one planner and one loop for every way the CLI restores (and degrades).
+
+:func:`plan_inputs` turns the names a user gave into :class:`WorkItem` s (an input, its output,
+and its kind: ``image``), the same in every process and every run; :func:`resume_plan` decides
+which of them are left to do (from the archive's manifest, or from nothing for a plain run);
+:func:`restore_items` is the loop that restores them, writing the manifest when there is one.
+:func:`restore_command` is ``lpipdiff restore``: a plain run, or a resumable archive run (see
+:mod:`lpipdiff.cli.archive`) shared between the processes of ``accelerate launch``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..io.safe_files import taken
+
+# What a folder yields, by kind of work: the suffixes of its files, and the suffix of each output.
+INPUT_SUFFIXES = {"image": (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")}
+OUTPUT_SUFFIX = {"image": ".png"}
+# One bad file must not stop a batch: these end one file's work with its message (an unreadable
+# image is an InvalidImageError, a ValueError).
+FILE_ERRORS = (ValueError, OSError, RuntimeError, MemoryError)
+NOTHING_TO_DO = "nothing to restore"
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One unit of work: read ``input``, write ``output``; ``kind`` says how (``image``)."""
+
+    input: Path
+    output: Path
+    kind: str = "image"
+
+    @property
+    def key(self) -> str:
+        """The input as the manifest names it."""
+        return str(self.input.resolve())
+
+
+@dataclass
+class InputPlan:
+    """The work the named inputs make, and one message per name that makes none or per folder
+    that was left out."""
+
+    items: list[WorkItem] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def kind_of(path: Path) -> str | None:
+    suffix = path.suffix.lower()
+    return next((kind for kind, suffixes in INPUT_SUFFIXES.items() if suffix in suffixes), None)
+
+
+def hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def find_inputs(folder: Path, recursive: bool, problems: list[str]) -> list[Path]:
+    """The input files in ``folder`` (and its subfolders when ``recursive``), sorted; hidden files and
+    folders are skipped. A subfolder that cannot be read, or a link to a folder outside ``folder``,
+    is left out with a message in ``problems``."""
+    found = []
+    root = folder.resolve()
+
+    def unreadable(error: OSError) -> None:
+        problems.append(f"{error.filename}: cannot read this folder ({error.strerror or error}); its images "
+                        "were skipped")
+
+    for current, folders, files in os.walk(folder, onerror=unreadable):
+        current = Path(current)
+        for name in sorted(folders):
+            path = current / name
+            if path.is_symlink() and not hidden(path, folder) and recursive:
+                target = path.resolve()
+                if target != root and root not in target.parents:
+                    problems.append(f"{path}: a link to a folder outside {folder}; skipped")
+        folders[:] = [] if not recursive else sorted(f for f in folders if not f.startswith("."))
+        found += [current / name for name in files if not name.startswith(".") and kind_of(Path(name))
+                  and (current / name).is_file()]
+    return sorted(found)
+
+
+def numbered_output(source: Path, folder: Path, suffix: str, kind: str, claimed: set[Path]) -> Path:
+    """``FOLDER/STEM_SUFFIX.png``, else ``..._1.png``, ``..._2.png``: never a path in ``claimed``
+    (the inputs, the outputs already planned), which it joins."""
+    extension = OUTPUT_SUFFIX[kind]
+    target = folder / f"{source.stem}_{suffix}{extension}"
+    number = 1
+    while target.resolve() in claimed:
+        target = folder / f"{source.stem}_{suffix}_{number}{extension}"
+        number += 1
+    claimed.add(target.resolve())
+    return target
+
+
+def plan_inputs(inputs: Iterable[str | Path], output_dir: Path, recursive: bool = False, suffix: str = "restored",
+                skip_output_tree: bool = False) -> InputPlan:
+    """Every input with its output, the same in every process and every run.
+
+    Files named directly go to the top of ``output_dir``; a folder's files too, or with ``recursive``
+    under the same subfolders. A file named twice (itself and in its folder) is done once. With
+    ``skip_output_tree`` files inside ``output_dir`` are not inputs (a rerun must not restore the
+    outputs of the last one).
+    """
+    plan = InputPlan()
+    out_root = output_dir.resolve()
+    pairs = []
+    for name in inputs:
+        path = Path(name)
+        if path.is_dir():
+            found = find_inputs(path, recursive, plan.problems)
+            if skip_output_tree:
+                found = [p for p in found if out_root not in p.resolve().parents]
+            if not found:
+                extensions = sorted({s for suffixes in INPUT_SUFFIXES.values() for s in suffixes})
+                plan.problems.append(f"{path}: folder has no images ({', '.join(extensions)})")
+            pairs += [(p, p.relative_to(path).parent) for p in found]
+        elif path.is_file():
+            pairs.append((path, Path()))
+        else:
+            plan.problems.append(f"{path}: no such file or folder")
+    claimed = {p.resolve() for p, _ in pairs}
+    seen = set()
+    for source, folder in pairs:
+        if source.resolve() in seen:
+            continue
+        seen.add(source.resolve())
+        kind = kind_of(source) or "image"  # a file named directly is read as an image, or refused
+        plan.items.append(WorkItem(source, numbered_output(source, output_dir / folder, suffix, kind, claimed), kind))
+    return plan
+
+
+def exists_message(item: WorkItem) -> str:
+    return f"{item.input}: {item.output} exists; pass --overwrite to replace it"
+
+
+def resume_plan(items: list[WorkItem], earlier: dict[str, list[dict]], overwrite: bool):
+    """What is left to do: ``(todo, replace, done, problems)``. ``earlier`` holds the manifest's
+    records by input (empty for a plain run); an input whose last record is ``done`` and whose output
+    exists is done; ``replace`` holds the outputs this run may replace (its own unfinished outputs,
+    or any with ``overwrite``); an output file no record names is somebody's and is kept."""
+    todo, replace, done, problems = [], set(), 0, []
+    for item in items:
+        records = earlier.get(item.key, [])
+        statuses = [r.get("status") for r in records]
+        exists = taken(item.output)
+        if statuses and statuses[-1] == "done" and exists:
+            done += 1
+            continue
+        if exists and not (records or overwrite):
+            problems.append(exists_message(item))
+            continue
+        if exists:
+            replace.add(item.output)
+        todo.append(item)
+    return todo, replace, done, problems
+
+
+def report(problems: Iterable[str]) -> None:
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+
+
+def summary(verb: str, count: int, total: int, output_dir: Path) -> str:
+    return f"{verb} {count} of {total} images into {output_dir}"
+
+
+def prepare_output_folder(folder: Path) -> str | None:
+    """Create the output folder; a message when it cannot take the outputs."""
+    if folder.exists() and not folder.is_dir():
+        return f"{folder}: exists and is not a folder"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        return f"{folder}: cannot create the output folder ({error.strerror or error})"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"{folder}: the output folder is not writable"
+    return None
+
+
+class Progress:
+    """One process's progress bar over its items (``enabled=False``: messages only)."""
+
+    def __init__(self, total: int, enabled: bool = True):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, desc="restore", unit="image", disable=not enabled)
+
+    def advance(self) -> None:
+        self.bar.update(1)
+
+    def write(self, text: str) -> None:
+        self.bar.write(text, file=sys.stderr)
+
+    def show_step(self, pipe, step, timestep, callback_kwargs):
+        """A step callback of the pipeline: the step of the image under way."""
+        self.bar.set_postfix_str(f"step {step + 1}/{pipe.num_timesteps}")
+        return {}
+
+    def finish(self) -> None:
+        self.bar.close()
+
+
+def restore_items(items: Iterable[WorkItem], restore: Callable, save: Callable, progress: Progress,
+                  manifest=None, file_errors: tuple = FILE_ERRORS) -> int:
+    """The one loop: restore and save each item; returns how many failed.
+
+    Args:
+        restore: ``restore(item) -> (image, faces)``; ``file_errors`` end one item with its message.
+        save: ``save(image, item)`` writes one output.
+        manifest: an archive's :class:`~lpipdiff.cli.archive.Manifest`, which gets a ``started``
+            record before each item and a ``done`` or ``failed`` one after it; None for a plain run.
+    """
+    failed = 0
+    for item in items:
+        if manifest is not None:
+            manifest.write(item, "started")
+        started = time.perf_counter()
+        try:
+            image, faces = restore(item)
+            item.output.parent.mkdir(parents=True, exist_ok=True)
+            save(image, item)
+        except file_errors as error:
+            failed += 1
+            if manifest is not None:
+                manifest.write(item, "failed", error=str(error), seconds=round(time.perf_counter() - started, 3))
+            progress.write(f"error: {item.input}: {error}")
+        else:
+            if manifest is not None:
+                manifest.write(item, "done", faces=faces, seconds=round(time.perf_counter() - started, 3))
+        progress.advance()
+    return failed
+
+
+# ---------------------------------------------------------------- lpipdiff restore
+
+
+def load_restorers(args, sampling, device=None):
+    """The pipeline and, for whole photos, the :class:`FaceRestorer` (with its background upscaler)."""
+    from ..model.loading import load_pipeline
+    from .options import face_weights
+
+    pipeline = load_pipeline(args.model, scheduler=sampling.scheduler, device=device or args.device,
+                             backend=args.backend)
+    restorer = None
+    if args.whole_photo:
+        from ..faces.restorer import FaceRestorer
+
+        upsampler = None
+        if args.bg_upsampler:
+            from ..faces.upscaler import load_upscaler
+
+            upsampler = load_upscaler(args.bg_upsampler, device=pipeline.device, tile=args.bg_tile)
+        restorer = FaceRestorer(pipeline, detector=args.detector, weights_dir=face_weights(args),
+                                upscale=args.upscale, only_largest=args.only_largest,
+                                min_face_size=args.min_face_size, detail=args.detail, bg_upsampler=upsampler)
+    return pipeline, restorer
+
+
+def restore_one(pipeline, restorer, sampling, callback=None):
+    """``restore(item) -> (image, faces)`` for one work item."""
+    from ..io.images import load_image_file
+    from ..model.sampling import restore_faces
+
+    def restore(item: WorkItem):
+        image = load_image_file(item.input)
+        if restorer is not None:
+            result = restorer.restore(image, sampling, callback_on_step_end=callback)
+            return result.image, len(result.faces)
+        return restore_faces(pipeline, image, sampling, callback_on_step_end=callback).images[0], 1
+
+    return restore
+
+
+def restore_command(args, sampling, resumable: bool) -> int:
+    """``lpipdiff restore``: plan, check the outputs, load the model once, restore, summarise.
+
+    ``resumable`` (``--archive``, ``--recursive``, or several processes) keeps a manifest in the output
+    folder that a rerun resumes from, and shares the work between the processes of ``accelerate
+    launch``; a plain run keeps none and runs in this process.
+    """
+    import torch
+    from accelerate import PartialState
+
+    from ..io.images import save_image
+    from ..model.loading import ModelLoadError
+    from .archive import JobProgress, Manifest, merged_summary
+
+    if resumable:
+        state = PartialState(cpu=not torch.cuda.is_available() or str(args.device or "").startswith("cpu"))
+        main, device = state.is_main_process, args.device or state.device
+    else:
+        state, main, device = None, True, args.device
+    output_dir = Path(args.output)
+    plan = plan_inputs(args.inputs, output_dir, args.recursive, skip_output_tree=resumable)
+    folder_problem = prepare_output_folder(output_dir) if main else None
+    if folder_problem or not plan.items:
+        if main:
+            report(plan.problems + ([folder_problem] if folder_problem else []) + [NOTHING_TO_DO] * (not plan.items))
+        return 2 if folder_problem else 1
+    if resumable:
+        state.wait_for_everyone()  # the output folder exists before any process plans in it
+    manifest = Manifest(output_dir, state.process_index) if resumable else None
+    todo, replace, done, skipped = resume_plan(plan.items, manifest.latest() if manifest else {}, args.overwrite)
+    problems = plan.problems + skipped
+    if main:
+        report(problems)
+        if done:
+            print(f"{done} of {len(plan.items)} inputs were restored by an earlier run; skipping them", file=sys.stderr)
+    if not (todo or done):
+        if main:
+            report([NOTHING_TO_DO])
+        return 1
+    try:
+        pipeline, restorer = load_restorers(args, sampling, device=device) if todo else (None, None)
+    except (ModelLoadError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    def save(image, item):
+        save_image(image, item.output, overwrite=args.overwrite or item.output in replace)
+
+    if not resumable:
+        progress = Progress(len(todo))
+        failed = restore_items(todo, restore_one(pipeline, restorer, sampling, progress.show_step), save, progress)
+        progress.finish()
+        print(summary("restored", len(todo) - failed, len(plan.items), output_dir))
+        return 1 if failed or problems else 0
+
+    progress = JobProgress(manifest, len(todo), main)
+    state.wait_for_everyone()  # every process planned from the same records before anyone writes
+    with state.split_between_processes(todo) as share:
+        failed = restore_items(share, restore_one(pipeline, restorer, sampling, progress.show_step), save, progress,
+                               manifest)
+    progress.wait_for_all()
+    progress.finish()
+    state.wait_for_everyone()
+    if not main:
+        return 1 if failed else 0
+    merged = manifest.merge()
+    restored, errors = merged_summary(merged, plan.items)
+    print(f"{summary('restored', restored, len(plan.items), output_dir)} ({len(todo)} this run, "
+          f"{state.num_processes} process(es)); manifest: {merged}")
+    return 1 if errors or problems else 0
