@@ -45,6 +45,7 @@ def test_negative_age_is_refused_and_nameless_faces_have_no_band():
     assert band_of_name("photo.png") is None
 
 
+@pytest.mark.shared
 def test_every_val_face_has_a_band():
     names = [p.name for p in UTKFACE_VAL.iterdir()]
     counts = band_counts(names)

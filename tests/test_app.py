@@ -81,6 +81,7 @@ def server(service):
     demo.close()
 
 
+@pytest.mark.shared  # finds the faces of a photo: facexlib's detector weights
 def test_restore_endpoint_from_gradio_client(server, tmp_path):
     from gradio_client import Client, handle_file
 
@@ -97,6 +98,7 @@ def test_restore_endpoint_from_gradio_client(server, tmp_path):
     assert "Restored 1 face(s), 2 sample(s)" in status
 
 
+@pytest.mark.shared  # finds the faces of a photo: facexlib's detector weights
 def test_bad_input_gives_a_message_not_a_trace(server, tmp_path):
     from gradio_client import Client, handle_file
 
@@ -154,6 +156,7 @@ def test_work_stops_when_its_client_goes_away(server, service):
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (see .ci/run)")
+@pytest.mark.shared  # finds the faces of a photo: facexlib's detector weights
 def test_end_to_end_in_a_real_browser(server, tmp_path):
     from playwright.sync_api import sync_playwright
 

@@ -11,7 +11,7 @@ from lpipdiff.io.images import list_images, load_image_file, resize_array
 from lpipdiff.model.loading import DEFAULT_MODEL, load_pipeline
 from lpipdiff.training.degradation import Degradation, image_seed
 
-from conftest import UTKFACE_VAL
+from conftest import UTKFACE_VAL, skip_without_shared
 
 pytestmark = pytest.mark.slow  # the real model on real faces, with dlib
 
@@ -28,6 +28,7 @@ def severe_faces(bundled):
     """The first 4 val faces at the severe preset, restored with the pipeline's default settings,
     as the posterior mean (fidelity 1) and sampled at fidelity 0.3 (the default of issue 10) with
     window and uniform fusion."""
+    skip_without_shared()
     files = list_images(UTKFACE_VAL)[:4]
     clean = [resize_array(load_image_file(f), 128) for f in files]
     severe = Degradation("severe", face_size=128, color=False)

@@ -13,7 +13,7 @@ from lpipdiff.training.jpeg_torch import jpeg_batch
 
 from conftest import UTKFACE_VAL
 
-pytestmark = pytest.mark.slow  # hundreds of degradations on real faces
+pytestmark = [pytest.mark.slow, pytest.mark.shared]  # hundreds of degradations on real (UTKFace) faces
 
 FACE = 128
 DRAWS = 4  # degradations of each face, per implementation

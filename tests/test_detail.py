@@ -27,6 +27,7 @@ def val_face_200():
     return load_image_file(list_images(UTKFACE_VAL)[0]) * 255
 
 
+@pytest.mark.shared
 def test_a_model_that_returns_its_input_gives_back_the_input_crop(val_face_200):
     # The split is a Laplacian pyramid: restoration band + input detail band rebuild the crop.
     seen_by_model = cv2.resize(val_face_200, (128, 128), interpolation=cv2.INTER_AREA)
@@ -38,6 +39,7 @@ def test_a_model_that_returns_its_input_gives_back_the_input_crop(val_face_200):
     assert np.array_equal(upscaled, cv2.resize(seen_by_model, (200, 200), interpolation=cv2.INTER_LANCZOS4))
 
 
+@pytest.mark.shared
 def test_the_restoration_supplies_the_band_the_model_sees(val_face_200):
     restored = cv2.GaussianBlur(val_face_200, (0, 0), 2)[::2, ::2][:100, :100]  # any 100 px "restoration"
     restored = cv2.resize(restored, (128, 128))

@@ -12,7 +12,8 @@ from lpipdiff.evaluation.pairs import load_pairs
 
 from conftest import UTKFACE_VAL
 
-pytestmark = pytest.mark.slow  # the evaluation command end to end, with dlib, ST-LPIPS and FID
+# The evaluation command end to end, with dlib, ST-LPIPS and FID, on the UTKFace val faces.
+pytestmark = [pytest.mark.slow, pytest.mark.shared]
 
 
 def evaluate(tmp_path, model, *extra):

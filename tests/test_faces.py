@@ -82,6 +82,7 @@ def test_missing_detector_weights_offline_is_a_clear_error(tmp_path, monkeypatch
         FaceRestorer(tiny_pipeline(), weights_dir=tmp_path)  # an empty folder: facexlib tries to download
 
 
+@pytest.mark.shared  # the CLI's detector weights ($LPIPDIFF_FACEXLIB_WEIGHTS, which conftest sets)
 def test_cli_whole_photo_restores_every_face_of_a_group(tmp_path, astronaut):
     from lpipdiff.cli.commands import main
     from lpipdiff.io.images import load_image_file, save_image

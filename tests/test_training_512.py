@@ -13,7 +13,7 @@ from lpipdiff.training.train import main
 
 from conftest import UTKFACE_VAL
 
-pytestmark = pytest.mark.slow  # a 512-geometry training run
+pytestmark = [pytest.mark.slow, pytest.mark.shared]  # a 512-geometry training run on UTKFace faces
 
 TINY_512 = ["--face-size", "512", "--patch-size", "128", "--channels", "8,16", "--attention-levels", "",
             "--batch-size", "2", "--num-workers", "0", "--validate-every", "0"]
