@@ -173,3 +173,86 @@ def test_an_unreadable_subfolder_is_said_not_skipped_silently(tmp_path, saved_pi
     captured = capsys.readouterr()
     assert f"warning: {locked}: cannot read this folder (Permission denied)" in captured.err
     assert "1 folder(s) skipped" in captured.out
+
+
+# ---------------------------------------------------------------- tampered model folders and ONNX caches
+
+
+def other_graph(path: Path) -> Path:
+    """An ONNX graph of another tiny UNet (other weights, same shapes) at ``path``."""
+    import torch
+
+    from lpipdiff.model.backends import export_onnx
+
+    from conftest import tiny_unet
+
+    unet = tiny_unet()
+    with torch.no_grad():
+        for parameter in unet.parameters():
+            parameter.add_(0.05)
+    return export_onnx(unet, path)
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino", "auto"])
+def test_a_model_folder_graph_of_other_weights_is_refused(saved_pipeline, tmp_path, backend):
+    pytest.importorskip("onnxruntime" if backend != "openvino" else "openvino")
+    from lpipdiff.model.backends import choose_backend
+    from lpipdiff.model.loading import ModelLoadError, load_pipeline
+
+    if choose_backend(backend, "cpu") not in ("onnxruntime", "openvino"):
+        pytest.skip(f"auto runs {choose_backend(backend, 'cpu')} on this CPU, which reads no ONNX graph")
+    graph = other_graph(saved_pipeline / "unet" / "model.onnx")
+    with pytest.raises(ModelLoadError, match="this ONNX graph was made from other weights than the UNet beside it"):
+        load_pipeline(saved_pipeline, device="cpu", backend=backend, cache_dir=tmp_path / "cache")
+    assert graph.is_file()  # the user's file is refused, not deleted
+
+
+def test_a_model_folder_graph_of_other_weights_is_one_cli_line(saved_pipeline, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    other_graph(saved_pipeline / "unet" / "model.onnx")
+    assert restore(faces(tmp_path / "in", 1), tmp_path / "out", saved_pipeline, "--backend", "onnxruntime") == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "model.onnx: this ONNX graph was made from other weights" in err
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
+def test_a_damaged_model_folder_graph_is_refused_naming_the_file(saved_pipeline, tmp_path, damage):
+    pytest.importorskip("onnxruntime")
+    from lpipdiff.model.backends import export_onnx
+    from lpipdiff.model.loading import ModelLoadError, load_pipeline
+
+    from conftest import tiny_unet
+
+    graph = export_onnx(tiny_unet(), saved_pipeline / "unet" / "model.onnx")
+    data = graph.read_bytes()
+    graph.write_bytes({"garbage": b"\x08\xff" * 300, "truncated": data[: len(data) // 2], "empty": b""}[damage])
+    with pytest.raises(ModelLoadError, match=r"model\.onnx: not a readable ONNX graph"):
+        load_pipeline(saved_pipeline, device="cpu", backend="onnxruntime", cache_dir=tmp_path / "cache")
+
+
+@pytest.mark.parametrize("damage", ["other weights", "truncated", "garbage"])
+def test_a_bad_cached_graph_is_exported_again(saved_pipeline, tmp_path, damage):
+    pytest.importorskip("onnxruntime")
+    import torch
+    from test_backends import FP32_TOLERANCE, torch_prediction, unet_inputs
+
+    from lpipdiff.model.backends import graph_weights, weights_hash
+    from lpipdiff.model.loading import load_pipeline
+
+    reference = load_pipeline(saved_pipeline, device="cpu", backend="torch")
+    cache = tmp_path / "cache"
+    cached = cache / f"unet-{weights_hash(reference.unet)}.onnx"
+    cache.mkdir()
+    if damage == "other weights":
+        other_graph(cached)
+    else:
+        other_graph(tmp_path / "x.onnx")
+        data = (tmp_path / "x.onnx").read_bytes()
+        cached.write_bytes(data[: len(data) // 3] if damage == "truncated" else b"\x08\xff" * 300)
+    fast = load_pipeline(saved_pipeline, device="cpu", backend="onnxruntime", cache_dir=cache)
+    assert graph_weights(cached) == weights_hash(reference.unet)
+    inputs = unet_inputs(reference.unet, 2)
+    with torch.no_grad():
+        expected = torch_prediction(reference.unet, inputs)
+    assert (fast.unet(inputs[0], torch.tensor(321), *inputs[1:]) - expected).abs().max() < FP32_TOLERANCE
+    assert sorted(p.name for p in cache.iterdir()) == [cached.name]  # no partial file left
