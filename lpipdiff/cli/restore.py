@@ -10,14 +10,18 @@ which of them are left to do (from the archive's manifest, or from nothing for a
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..io.safe_files import taken
+from .archive import FINAL, Manifest, ManifestError, OutputLock, merged_summary, owns, read_records, up_to_date
 
 # What a folder yields, by kind of work: the suffixes of its files, and the suffix of each output.
 INPUT_SUFFIXES = {"image": (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")}
@@ -44,11 +48,15 @@ class WorkItem:
 
 @dataclass
 class InputPlan:
-    """The work the named inputs make, and one message per name that makes none or per folder
-    that was left out."""
+    """The work the named inputs make, one message per name that makes none (``problems``), and the
+    subfolders left out with why (``skipped``: unreadable, or a link leading out of the input)."""
 
     items: list[WorkItem] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+    def warnings(self) -> list[str]:
+        return [f"{folder}: {why}; its images were skipped" for folder, why in self.skipped]
 
 
 def kind_of(path: Path) -> str | None:
@@ -60,16 +68,15 @@ def hidden(path: Path, root: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
-def find_inputs(folder: Path, recursive: bool, problems: list[str]) -> list[Path]:
+def find_inputs(folder: Path, recursive: bool, skipped: list[tuple[Path, str]]) -> list[Path]:
     """The input files in ``folder`` (and its subfolders when ``recursive``), sorted; hidden files and
     folders are skipped. A subfolder that cannot be read, or a link to a folder outside ``folder``,
-    is left out with a message in ``problems``."""
+    is left out and added to ``skipped`` with why."""
     found = []
     root = folder.resolve()
 
     def unreadable(error: OSError) -> None:
-        problems.append(f"{error.filename}: cannot read this folder ({error.strerror or error}); its images "
-                        "were skipped")
+        skipped.append((Path(error.filename), f"cannot read this folder ({error.strerror or error})"))
 
     for current, folders, files in os.walk(folder, onerror=unreadable):
         current = Path(current)
@@ -78,7 +85,7 @@ def find_inputs(folder: Path, recursive: bool, problems: list[str]) -> list[Path
             if path.is_symlink() and not hidden(path, folder) and recursive:
                 target = path.resolve()
                 if target != root and root not in target.parents:
-                    problems.append(f"{path}: a link to a folder outside {folder}; skipped")
+                    skipped.append((path, f"a link to a folder outside {folder}"))
         folders[:] = [] if not recursive else sorted(f for f in folders if not f.startswith("."))
         found += [current / name for name in files if not name.startswith(".") and kind_of(Path(name))
                   and (current / name).is_file()]
@@ -113,7 +120,7 @@ def plan_inputs(inputs: Iterable[str | Path], output_dir: Path, recursive: bool 
     for name in inputs:
         path = Path(name)
         if path.is_dir():
-            found = find_inputs(path, recursive, plan.problems)
+            found = find_inputs(path, recursive, plan.skipped)
             if skip_output_tree:
                 found = [p for p in found if out_root not in p.resolve().parents]
             if not found:
@@ -141,18 +148,19 @@ def exists_message(item: WorkItem) -> str:
 
 def resume_plan(items: list[WorkItem], earlier: dict[str, list[dict]], overwrite: bool):
     """What is left to do: ``(todo, replace, done, problems)``. ``earlier`` holds the manifest's
-    records by input (empty for a plain run); an input whose last record is ``done`` and whose output
-    exists is done; ``replace`` holds the outputs this run may replace (its own unfinished outputs,
-    or any with ``overwrite``); an output file no record names is somebody's and is kept."""
+    records by input (empty for a plain run): an input whose output exists and whose last record is
+    ``done`` for the same input file (size and time) is done; ``replace`` holds the outputs this run
+    may replace (those an earlier run wrote, see :func:`~lpipdiff.cli.archive.owns`, or any with
+    ``overwrite``); an output file that no successful or unfinished record names is somebody's and
+    is kept."""
     todo, replace, done, problems = [], set(), 0, []
     for item in items:
         records = earlier.get(item.key, [])
-        statuses = [r.get("status") for r in records]
         exists = taken(item.output)
-        if statuses and statuses[-1] == "done" and exists:
+        if exists and up_to_date(records, item):
             done += 1
             continue
-        if exists and not (records or overwrite):
+        if exists and not (owns(records, item) or overwrite):
             problems.append(exists_message(item))
             continue
         if exists:
@@ -166,8 +174,9 @@ def report(problems: Iterable[str]) -> None:
         print(f"error: {problem}", file=sys.stderr)
 
 
-def summary(verb: str, count: int, total: int, output_dir: Path) -> str:
-    return f"{verb} {count} of {total} images into {output_dir}"
+def summary(verb: str, count: int, total: int, output_dir: Path, plan: InputPlan | None = None) -> str:
+    skipped = f"; {len(plan.skipped)} folder(s) skipped (see the warnings)" if plan and plan.skipped else ""
+    return f"{verb} {count} of {total} images into {output_dir}{skipped}"
 
 
 def prepare_output_folder(folder: Path) -> str | None:
@@ -206,6 +215,17 @@ class Progress:
         self.bar.close()
 
 
+class NoSpaceError(OSError):
+    """The disk of the outputs is full: the run stops (every later file would fail the same way)."""
+
+
+def record_quietly(manifest, item: WorkItem, status: str, **fields) -> None:
+    """A record when there is room for it (a full disk may refuse even one line)."""
+    if manifest is not None:
+        with contextlib.suppress(OSError):
+            manifest.write(item, status, **fields)
+
+
 def restore_items(items: Iterable[WorkItem], restore: Callable, save: Callable, progress: Progress,
                   manifest=None, file_errors: tuple = FILE_ERRORS) -> int:
     """The one loop: restore and save each item; returns how many failed.
@@ -215,26 +235,83 @@ def restore_items(items: Iterable[WorkItem], restore: Callable, save: Callable, 
         save: ``save(image, item)`` writes one output.
         manifest: an archive's :class:`~lpipdiff.cli.archive.Manifest`, which gets a ``started``
             record before each item and a ``done`` or ``failed`` one after it; None for a plain run.
+
+    Raises:
+        NoSpaceError: the disk is full (the item is recorded ``failed``, so a rerun redoes it).
+        ManifestError: the manifest became unusable.
     """
     failed = 0
     for item in items:
-        if manifest is not None:
-            manifest.write(item, "started")
         started = time.perf_counter()
         try:
+            if manifest is not None:
+                manifest.write(item, "started")
             image, faces = restore(item)
             item.output.parent.mkdir(parents=True, exist_ok=True)
             save(image, item)
         except file_errors as error:
+            seconds = round(time.perf_counter() - started, 3)
+            if isinstance(error, ManifestError):
+                raise
+            if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+                record_quietly(manifest, item, "failed", error="no space left", seconds=seconds)
+                raise NoSpaceError(errno.ENOSPC, f"no space left on {item.output.parent}; free some and rerun "
+                                   "the same command") from None
             failed += 1
             if manifest is not None:
-                manifest.write(item, "failed", error=str(error), seconds=round(time.perf_counter() - started, 3))
+                manifest.write(item, "failed", error=str(error), seconds=seconds)
             progress.write(f"error: {item.input}: {error}")
         else:
             if manifest is not None:
                 manifest.write(item, "done", faces=faces, seconds=round(time.perf_counter() - started, 3))
         progress.advance()
     return failed
+
+
+class JobProgress(Progress):
+    """The job's one progress bar (main process): counts every process's final records."""
+
+    def __init__(self, manifest: Manifest, total: int, enabled: bool):
+        super().__init__(total, enabled)
+        self.manifest = manifest
+        self.offsets = {part: part.stat().st_size for part in manifest.part_files()}
+        self.enabled, self.total = enabled, total
+
+    def count(self) -> int:
+        counted = 0
+        for part in self.manifest.part_files():
+            records, _ = read_records(part, self.offsets.get(part, 0))
+            counted += sum(r.get("status") in FINAL for r in records)
+        return counted
+
+    def refresh(self) -> int:
+        if not self.enabled:
+            return 0
+        count = self.count()
+        self.bar.update(count - self.bar.n)
+        return count
+
+    @contextlib.contextmanager
+    def following(self, poll: float = 0.5):
+        """Keep the bar moving while this process waits for the others (a thread reads their
+        records; a process that stopped early cannot leave it waiting)."""
+        stop = threading.Event()
+
+        def follow():
+            while not stop.wait(poll):
+                self.refresh()
+
+        thread = threading.Thread(target=follow, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+            self.refresh()
+
+    def advance(self) -> None:
+        self.refresh()
 
 
 # ---------------------------------------------------------------- lpipdiff restore
@@ -277,19 +354,25 @@ def restore_one(pipeline, restorer, sampling, callback=None):
     return restore
 
 
+def agree(state, problem: str | None) -> str | None:
+    """The main process's verdict, given to every process (and a barrier): none may go on alone."""
+    if state is None or state.num_processes == 1:
+        return problem
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([problem], from_process=0)[0]
+
+
 def restore_command(args, sampling, resumable: bool) -> int:
     """``lpipdiff restore``: plan, check the outputs, load the model once, restore, summarise.
 
     ``resumable`` (``--archive``, ``--recursive``, or several processes) keeps a manifest in the output
     folder that a rerun resumes from, and shares the work between the processes of ``accelerate
-    launch``; a plain run keeps none and runs in this process.
+    launch``; a plain run keeps none and runs in this process. Either holds the output folder's lock
+    while it runs.
     """
     import torch
     from accelerate import PartialState
-
-    from ..io.images import save_image
-    from ..model.loading import ModelLoadError
-    from .archive import JobProgress, Manifest, merged_summary
 
     if resumable:
         state = PartialState(cpu=not torch.cuda.is_available() or str(args.device or "").startswith("cpu"))
@@ -298,17 +381,46 @@ def restore_command(args, sampling, resumable: bool) -> int:
         state, main, device = None, True, args.device
     output_dir = Path(args.output)
     plan = plan_inputs(args.inputs, output_dir, args.recursive, skip_output_tree=resumable)
-    folder_problem = prepare_output_folder(output_dir) if main else None
-    if folder_problem or not plan.items:
+    lock = OutputLock(output_dir)
+    problem = prepare_output_folder(output_dir) if main else None
+    if main and not problem and plan.items:
+        problem = lock.acquire()
+    if main and not problem and plan.items and resumable:
+        try:
+            Manifest(output_dir, 0).check()
+        except ManifestError as error:
+            problem = str(error)
+    problem = agree(state, problem)  # the output folder exists and is ours before any process plans in it
+    if problem or not plan.items:
+        lock.release(remove=not resumable)
         if main:
-            report(plan.problems + ([folder_problem] if folder_problem else []) + [NOTHING_TO_DO] * (not plan.items))
-        return 2 if folder_problem else 1
-    if resumable:
-        state.wait_for_everyone()  # the output folder exists before any process plans in it
-    manifest = Manifest(output_dir, state.process_index) if resumable else None
-    todo, replace, done, skipped = resume_plan(plan.items, manifest.latest() if manifest else {}, args.overwrite)
+            report(plan.problems + ([problem] if problem else []) + [NOTHING_TO_DO] * (not plan.items))
+        return 2 if problem else 1
+    try:
+        return restore_plan(args, sampling, plan, output_dir, state, device)
+    finally:
+        lock.release(remove=not resumable)
+
+
+def restore_plan(args, sampling, plan: InputPlan, output_dir: Path, state, device) -> int:
+    """Restore what ``plan`` holds and is left to do (``state``: accelerate's, for a resumable run)."""
+    from ..io.images import save_image
+    from ..model.loading import ModelLoadError
+
+    main = state is None or state.is_main_process
+    manifest = Manifest(output_dir, state.process_index) if state is not None else None
+    try:
+        earlier = manifest.latest() if manifest else {}
+    except ManifestError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    todo, replace, done, skipped = resume_plan(plan.items, earlier, args.overwrite)
     problems = plan.problems + skipped
     if main:
+        for warning in manifest.warnings if manifest else []:
+            print(f"warning: {warning}", file=sys.stderr)
+        for warning in plan.warnings():
+            print(f"warning: {warning}", file=sys.stderr)
         report(problems)
         if done:
             print(f"{done} of {len(plan.items)} inputs were restored by an earlier run; skipping them", file=sys.stderr)
@@ -325,25 +437,46 @@ def restore_command(args, sampling, resumable: bool) -> int:
     def save(image, item):
         save_image(image, item.output, overwrite=args.overwrite or item.output in replace)
 
-    if not resumable:
+    if state is None:
         progress = Progress(len(todo))
-        failed = restore_items(todo, restore_one(pipeline, restorer, sampling, progress.show_step), save, progress)
+        stopped = None
+        try:
+            failed = restore_items(todo, restore_one(pipeline, restorer, sampling, progress.show_step), save, progress)
+        except NoSpaceError as error:
+            failed, stopped = None, error
         progress.finish()
-        print(summary("restored", len(todo) - failed, len(plan.items), output_dir))
+        if stopped is not None:
+            print(f"error: {stopped.strerror}", file=sys.stderr)
+            return 1
+        print(summary("restored", len(todo) - failed, len(plan.items), output_dir, plan))
         return 1 if failed or problems else 0
 
+    if main:
+        for folder, why in plan.skipped:
+            manifest.write_skipped(folder, why)
     progress = JobProgress(manifest, len(todo), main)
     state.wait_for_everyone()  # every process planned from the same records before anyone writes
+    failed, stopped = 0, None
     with state.split_between_processes(todo) as share:
-        failed = restore_items(share, restore_one(pipeline, restorer, sampling, progress.show_step), save, progress,
-                               manifest)
-    progress.wait_for_all()
+        try:
+            if share:
+                failed = restore_items(share, restore_one(pipeline, restorer, sampling, progress.show_step), save,
+                                       progress, manifest)
+        except (NoSpaceError, ManifestError) as error:
+            stopped = error
+            progress.write(f"error: {error.strerror if isinstance(error, NoSpaceError) else error}")
+    with progress.following():
+        state.wait_for_everyone()
     progress.finish()
-    state.wait_for_everyone()
     if not main:
-        return 1 if failed else 0
-    merged = manifest.merge()
+        return 1 if failed or stopped else 0
+    try:
+        merged = manifest.merge()
+    except OSError as error:  # a full disk: the parts stay, and the next run reads them
+        print(f"error: the manifest could not be merged ({error.strerror or error}); its parts are kept in "
+              f"{manifest.parts} and the next run resumes from them", file=sys.stderr)
+        return 1
     restored, errors = merged_summary(merged, plan.items)
-    print(f"{summary('restored', restored, len(plan.items), output_dir)} ({len(todo)} this run, "
+    print(f"{summary('restored', restored, len(plan.items), output_dir, plan)} ({len(todo)} this run, "
           f"{state.num_processes} process(es)); manifest: {merged}")
-    return 1 if errors or problems else 0
+    return 1 if errors or problems or stopped else 0

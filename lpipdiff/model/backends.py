@@ -10,13 +10,19 @@ without native bf16, where it is many times slower than fp32.
 
 The ONNX graph is the model folder's ``unet/model.onnx`` when there is one (``lpipdiff export
 --onnx``), else exported from the loaded UNet once into ``cache_dir``, named by a hash of the
-weights. An ONNX file is data (no code runs when it is read), like safetensors.
+weights. An ONNX file is data (no code runs when it is read), like safetensors. Every exported graph
+records that hash in its metadata (``lpipdiff_weights``), checked when it is loaded: a model
+folder's graph made from other weights, or not a readable graph, is refused (it would restore with
+another model than the one named); a cached graph that does not match, or is damaged, is exported
+again. A folder graph without the record (an older export) is not used; the graph is exported from
+the weights instead.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import threading
 from pathlib import Path
@@ -29,6 +35,11 @@ ONNX_FILE = "model.onnx"  # in the model folder's unet/ subfolder
 ONNX_INPUTS = ("noisy", "timestep", "degraded", "coordinates", "context")
 ONNX_OPSET = 17
 DEFAULT_CACHE = Path.home() / ".cache" / "lpipdiff" / "onnx"  # graphs exported on the fly, per user
+WEIGHTS_KEY = "lpipdiff_weights"  # an exported graph's metadata: weights_hash() of the UNet it was made from
+
+
+class GraphError(ValueError):
+    """An ONNX graph that cannot be used for this UNet (not readable, or made from other weights)."""
 
 
 def native_bf16() -> bool:
@@ -124,8 +135,14 @@ def with_backend(unet, backend: str = "auto", onnx_path: str | os.PathLike | Non
     if chosen == "torch-bf16":
         return BackendUNet(unet, chosen, _torch_bf16(unet))
     threads = threads or torch.get_num_threads()
-    path = Path(onnx_path) if onnx_path else export_onnx_cached(unet, cache_dir)
-    run = _onnxruntime(path, threads) if chosen == "onnxruntime" else _openvino(path, threads)
+    path = onnx_graph(unet, onnx_path, cache_dir)
+    try:
+        run = _onnxruntime(path, threads) if chosen == "onnxruntime" else _openvino(path, threads)
+    except ImportError:
+        raise
+    except Exception as error:  # each runtime has its own error types for a graph it cannot use
+        detail = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise GraphError(f"{path}: {chosen} cannot use this ONNX graph ({detail})") from None
     return BackendUNet(unet, chosen, run)
 
 
@@ -188,9 +205,11 @@ class _ExportedForward(torch.nn.Module):
         return self.unet(noisy, timestep.expand(noisy.shape[0]), degraded, coordinates, context)
 
 
-def export_onnx(unet, path: str | os.PathLike) -> Path:
+def export_onnx(unet, path: str | os.PathLike, weights: str | None = None) -> Path:
     """Write the UNet's forward pass as ONNX (fp32, dynamic batch) to ``path``; its inputs are the
-    ``(N, C, P, P)`` patches and one ``(1,)`` int64 timestep for all of them, named as in ``ONNX_INPUTS``."""
+    ``(N, C, P, P)`` patches and one ``(1,)`` int64 timestep for all of them, named as in ``ONNX_INPUTS``.
+    The graph records ``weights`` (default: :func:`weights_hash` of ``unet``) in its metadata."""
+    weights = weights or weights_hash(unet)
     config = unet.config
     size, n = config.patch_size, 2
     inputs = {"noisy": torch.zeros(n, 3, size, size), "timestep": torch.full((1,), 500, dtype=torch.long),
@@ -213,23 +232,87 @@ def export_onnx(unet, path: str | os.PathLike) -> Path:
         warnings.simplefilter("ignore")  # the tracer's notes on diffusers' shape asserts
         torch.onnx.export(module, args, str(path), input_names=names, output_names=["prediction"],
                           dynamic_axes=dynamic, opset_version=ONNX_OPSET, dynamo=False)
+    import onnx
+
+    graph = onnx.load(str(path))
+    entry = graph.metadata_props.add()
+    entry.key, entry.value = WEIGHTS_KEY, weights
+    onnx.save(graph, str(path))
     return path
 
 
+def graph_weights(path: str | os.PathLike) -> str | None:
+    """The weights hash an ONNX graph records (None: none recorded); a ValueError naming the file when
+    it is not a readable ONNX graph (damaged, truncated, another kind of file)."""
+    try:
+        import onnx
+        from google.protobuf.message import DecodeError
+    except ImportError:  # ONNX Runtime alone reads the metadata too
+        return _graph_weights_onnxruntime(Path(path))
+    try:
+        graph = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, OSError, ValueError, RuntimeError) as error:
+        raise GraphError(f"{path}: not a readable ONNX graph ({type(error).__name__}); delete it or export it "
+                         "again (lpipdiff export --onnx)") from None
+    if not graph.graph.node:
+        raise GraphError(f"{path}: not a readable ONNX graph (it holds no operations); delete it or export it "
+                         "again (lpipdiff export --onnx)")
+    return {entry.key: entry.value for entry in graph.metadata_props}.get(WEIGHTS_KEY)
+
+
+def _graph_weights_onnxruntime(path: Path) -> str | None:
+    import onnxruntime
+
+    try:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime's own error types (InvalidProtobuf, Fail, ...)
+        raise GraphError(f"{path}: not a readable ONNX graph ({type(error).__name__})") from None
+    return session.get_modelmeta().custom_metadata_map.get(WEIGHTS_KEY)
+
+
+def onnx_graph(unet, onnx_path: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None) -> Path:
+    """The ONNX graph of exactly these weights: the model folder's ``onnx_path`` when it records them,
+    else the cached export (see the module docstring). A ValueError names a folder graph made from
+    other weights, or not readable."""
+    weights = weights_hash(unet)
+    if onnx_path:
+        recorded = graph_weights(onnx_path)
+        if recorded == weights:
+            return Path(onnx_path)
+        if recorded is not None:
+            raise GraphError(f"{onnx_path}: this ONNX graph was made from other weights than the UNet beside it "
+                             f"(weights {recorded}, the UNet's {weights}); export it again (lpipdiff export --onnx) "
+                             "or delete it")
+    return export_onnx_cached(unet, cache_dir, weights)
+
+
 def weights_hash(unet) -> str:
-    digest = hashlib.sha256(repr(sorted(unet.config.items())).encode())
+    # The config's own fields only: diffusers adds private ones (_name_or_path, ...) that differ between
+    # a UNet in memory and the same UNet loaded from its folder (and JSON turns tuples into lists).
+    fields = {k: v for k, v in unet.config.items() if not k.startswith("_")}
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode())
     for name, tensor in sorted(unet.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
 
 
-def export_onnx_cached(unet, cache_dir: str | os.PathLike | None = None) -> Path:
-    """The UNet's ONNX graph in ``cache_dir``, exported on first use (a few seconds)."""
+def export_onnx_cached(unet, cache_dir: str | os.PathLike | None = None, weights: str | None = None) -> Path:
+    """The UNet's ONNX graph in ``cache_dir``, exported on first use (a few seconds); a cached file
+    that is damaged or records other weights is exported again."""
+    weights = weights or weights_hash(unet)
     folder = Path(cache_dir) if cache_dir else DEFAULT_CACHE
-    path = folder / f"unet-{weights_hash(unet)}.onnx"
-    if not path.is_file():
-        partial = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.part")
-        export_onnx(unet, partial)
+    path = folder / f"unet-{weights}.onnx"
+    if path.is_file() and not path.is_symlink():
+        try:
+            if graph_weights(path) == weights:
+                return path
+        except GraphError:
+            pass  # damaged (a disk that filled, a killed copy): rebuilt below
+    partial = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.part")
+    try:
+        export_onnx(unet, partial, weights)
         os.replace(partial, path)  # whole files only, also with several processes exporting at once
+    finally:
+        partial.unlink(missing_ok=True)
     return path

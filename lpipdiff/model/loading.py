@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from ..config.defaults import DEFAULT_BACKEND, DEFAULT_SCHEDULER
-from .backends import ONNX_FILE, with_backend
+from .backends import ONNX_FILE, GraphError, with_backend
 from .folder_checks import ModelLoadError, check_model_folder, read_json
 from .pipeline_lpipdiff import LPIPDiffPipeline
 from .sampling import sampling_pipeline
@@ -95,4 +95,6 @@ def load_pipeline(
                                          cache_dir, threads)
         except ImportError as error:
             raise ModelLoadError(f"backend {backend!r} is not installed: {error}") from None
+        except GraphError as error:  # a graph that is not this model's, or not readable
+            raise ModelLoadError(str(error)) from None
     return pipeline
