@@ -22,7 +22,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..config.defaults import DEFAULT_DETAIL, default_stride
+from ..checks import check_number, check_whole_number
+from ..config.defaults import DEFAULT_DETAIL, MAX_DETAIL, default_stride
 from ..faces.restorer import FaceRestorer, NoFaceError
 from ..io.images import MAX_PIXELS, InvalidImageError, load_image_file, save_image
 from ..model.loading import ModelLoadError, load_pipeline
@@ -207,19 +208,13 @@ class RestorationService:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         sampling = {name: whole_if_integral(value) for name, value in sampling.items()}
         options = SamplingOptions(**sampling)
-        samples = whole_if_integral(samples)
-        if options.steps > self.settings.max_steps:
-            raise ValueError(f"steps must be 1..{self.settings.max_steps} here, got {options.steps}")
-        if isinstance(samples, bool) or not isinstance(samples, int) or not 1 <= samples <= self.settings.max_samples:
-            raise ValueError(f"samples must be a whole number 1..{self.settings.max_samples}, got {samples!r}")
-        if isinstance(detail, bool) or not isinstance(detail, (int, float)) or not 0 <= detail <= 1:
-            raise ValueError(f"detail must be a number between 0 and 1, got {detail!r}")
-        upscale = whole_if_integral(upscale)
-        if isinstance(upscale, bool) or not isinstance(upscale, int) or not 1 <= upscale <= self.settings.max_upscale:
-            raise ValueError(f"upscale must be a whole number 1..{self.settings.max_upscale}, got {upscale!r}")
+        check_whole_number("steps", options.steps, 1, self.settings.max_steps)  # this server's limit
+        samples = check_whole_number("samples", whole_if_integral(samples), 1, self.settings.max_samples)
+        detail = check_number("detail", detail, 0, MAX_DETAIL)
+        upscale = check_whole_number("upscale", whole_if_integral(upscale), 1, self.settings.max_upscale)
         if not isinstance(background, bool):
             raise ValueError(f"background must be true or false, got {background!r}")
-        return RestoreRequest(str(image_path), mode, options, samples, float(detail), upscale, background)
+        return RestoreRequest(str(image_path), mode, options, samples, detail, upscale, background)
 
     def work_per_face(self, request: RestoreRequest) -> int:
         """UNet patch evaluations to restore one face: samples x steps x patches a step."""
