@@ -110,7 +110,7 @@ def main() -> None:
 
         def train_step(batch):
             with torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext():
-                loss = training_loss(model, noise_scheduler, batch)
+                loss = training_loss(model, noise_scheduler, batch).total
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)

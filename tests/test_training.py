@@ -89,11 +89,11 @@ def test_a_few_steps_reduce_the_loss_on_a_fixed_batch(faces):
 
     def fixed_loss():
         with torch.no_grad():
-            return training_loss(model, noise_scheduler, batch, generator=torch.Generator().manual_seed(0)).item()
+            return training_loss(model, noise_scheduler, batch, generator=torch.Generator().manual_seed(0)).total.item()
 
     before = fixed_loss()
     for step in range(30):
-        loss = training_loss(model, noise_scheduler, batch, generator=torch.Generator().manual_seed(step))
+        loss = training_loss(model, noise_scheduler, batch, generator=torch.Generator().manual_seed(step)).total
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

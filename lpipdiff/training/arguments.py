@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..checks import UsageError
 from ..io.safe_files import OutputExistsError
+from .perceptual import MIN_IMAGE_SIZE as PERCEPTUAL_MIN_SIZE
 
 
 def check_training_arguments(args) -> None:
@@ -24,6 +25,11 @@ def check_training_arguments(args) -> None:
     if args.patch_size % 2 ** (len(channels) - 1):
         raise UsageError(f"--patch-size {args.patch_size} must be divisible by 2**{len(channels) - 1} "
                          f"(the UNet halves it once per level after the first of {len(channels)})")
+    if getattr(args, "anchor_weight", 0) > 0 and not args.init_from:
+        raise UsageError("--anchor-weight keeps the one-step estimate near the --init-from model's; name that model")
+    if getattr(args, "perceptual_weight", 0) > 0 and args.patch_size < PERCEPTUAL_MIN_SIZE:
+        raise UsageError(f"--perceptual-weight needs --patch-size of at least {PERCEPTUAL_MIN_SIZE} pixels "
+                         f"(the VGG network's depth), got {args.patch_size}")
     if args.init_from:
         from ..model.folder_checks import check_model_folder
 

@@ -23,6 +23,7 @@ import inspect
 import json
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,14 @@ from ..model.unet import PatchFusionUNet
 from .arguments import check_training_arguments
 from .data import DEFAULT_MEMORY_BUDGET, PatchBatches, face_source, open_faces
 from .degradation_torch import BatchDegradation
+from .discriminator import PatchDiscriminator
+from .losses import (
+    OneStepWeights,
+    clean_estimate,
+    diffusion_target,
+    hinge_discriminator_loss,
+    one_step_loss,
+)
 
 CHECKPOINT_PREFIX = "checkpoint-"
 # The UNet's own defaults are the training defaults: one source for the architecture.
@@ -112,6 +121,23 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     add("--band-weights", default=None,
         help="age-aware mix: relative draw weight of a face by UTKFace age band, e.g. '0-12=1,13-19=1,20-59=2,60+=2' "
              "(bands not named: 0) or '0,0,1,1' (adults only); default: every face equally")
+    one_step = parser.add_argument_group(
+        "one-step estimate",
+        "train what the pipeline returns at fidelity 1 (the clean estimate in one step from pure noise) to be "
+        "sharp, besides the diffusion loss; all weights default to 0 (off)")
+    one_step.add_argument("--perceptual-weight", type=float_range(0), default=0.0,
+                          help="shift-tolerant LPIPS (VGG) between the one-step estimate and the clean patch")
+    one_step.add_argument("--l1-weight", type=float_range(0), default=0.0,
+                          help="mean absolute difference between the one-step estimate and the clean patch")
+    one_step.add_argument("--anchor-weight", type=float_range(0), default=0.0,
+                          help="keep the one-step estimate's low frequencies on the --init-from model's own "
+                               "(a frozen copy), so that detail may change but not the person")
+    one_step.add_argument("--anchor-factor", type=int_range(1, 64), default=OneStepWeights.anchor_factor,
+                          help="pooling factor that defines the anchored low frequencies")
+    one_step.add_argument("--adversarial-weight", type=float_range(0), default=0.0,
+                          help="hinge loss of a small patch discriminator (spectral norm) on the one-step estimate")
+    one_step.add_argument("--discriminator-lr", type=float_range(0, 1, low_open=True), default=1e-4,
+                          help="the discriminator's AdamW learning rate")
     add("--seed", type=non_negative_int, default=0, help="random seed (each process adds its rank)")
     add("--resume", default=None, help="'latest' or a checkpoint folder")
     add("--export-fp16", action="store_true", help="export the final pipeline with fp16 weights")
@@ -140,24 +166,101 @@ def build_unet(face_size: int, patch_size: int, channels: str, attention_levels:
     )
 
 
-def training_loss(model, noise_scheduler, batch, generator=None):
-    """The denoising loss of one batch at random timesteps."""
+@dataclass
+class OneStepObjective:
+    """What trains the one-step estimate besides the diffusion loss (see :mod:`lpipdiff.training.losses`):
+    the terms' weights and the frozen networks they need (``None`` where a term is off)."""
+
+    weights: OneStepWeights
+    teacher: torch.nn.Module | None = None
+    perceptual: torch.nn.Module | None = None
+    discriminator: torch.nn.Module | None = None
+
+
+@dataclass
+class StepLoss:
+    """One batch's loss to back-propagate, its terms for the log, and the one-step estimate (for the
+    discriminator's own step; ``None`` when no one-step term is on)."""
+
+    total: torch.Tensor
+    terms: dict[str, float]
+    estimate: torch.Tensor | None = None
+
+
+def training_loss(model, noise_scheduler, batch, generator=None, objective: OneStepObjective | None = None) -> StepLoss:
+    """The denoising loss of one batch at random timesteps and, with an active ``objective``, the
+    one-step loss of the same patches from pure noise at the last timestep.
+
+    Both go through the model in one forward pass (the batch twice over), which multi-GPU training
+    needs: distributed data parallel expects one forward per backward.
+    """
     unet = model.module if hasattr(model, "module") else model  # DDP-wrapped or not
     x0 = unet.encode(batch["clean"], batch["degraded"])
+    size = x0.shape[0]
     noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     timesteps = torch.randint(
-        0, noise_scheduler.config.num_train_timesteps, (x0.shape[0],), generator=generator, device=x0.device
+        0, noise_scheduler.config.num_train_timesteps, (size,), generator=generator, device=x0.device
     )
     noisy = noise_scheduler.add_noise(x0, noise, timesteps)
-    prediction_type = noise_scheduler.config.prediction_type
-    if prediction_type == "epsilon":
-        target = noise
-    elif prediction_type == "v_prediction":
-        target = noise_scheduler.get_velocity(x0, noise, timesteps)
-    else:
-        target = x0
-    prediction = model(noisy, timesteps, batch["degraded"], batch["coordinates"], batch["context"])
-    return F.mse_loss(prediction.float(), target.float())
+    conditioning = [batch["degraded"], batch["coordinates"], batch["context"]]
+    one_step = objective is not None and objective.weights.active
+    if one_step:
+        pure_noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        last = torch.full_like(timesteps, noise_scheduler.config.num_train_timesteps - 1)
+        noisy, timesteps = torch.cat([noisy, pure_noise]), torch.cat([timesteps, last])
+        conditioning = [torch.cat([c, c]) for c in conditioning]
+    prediction = model(noisy, timesteps, *conditioning).float()
+    target = diffusion_target(x0, noise, timesteps[:size], noise_scheduler)
+    diffusion = F.mse_loss(prediction[:size], target.float())
+    if not one_step:
+        return StepLoss(diffusion, {"diffusion": float(diffusion.detach())})
+
+    estimate = estimate_to_image(unet, noise_scheduler, pure_noise, prediction[size:], batch["degraded"])
+    teacher_estimate = None
+    if objective.teacher is not None:
+        with torch.no_grad():
+            teacher_estimate = one_step_estimate(objective.teacher, noise_scheduler, batch, pure_noise)
+    fake_logits = objective.discriminator(estimate) if objective.weights.adversarial > 0 else None
+    extra, terms = one_step_loss(estimate, batch["clean"], teacher_estimate, objective.weights,
+                                 objective.perceptual, fake_logits)
+    return StepLoss(diffusion + extra, {"diffusion": float(diffusion.detach()), **terms}, estimate)
+
+
+def estimate_to_image(unet, noise_scheduler, noise: torch.Tensor, prediction: torch.Tensor, degraded: torch.Tensor):
+    """The clean patches, in [-1, 1] image units, that ``prediction`` from ``noise`` at the last timestep implies."""
+    last = noise_scheduler.config.num_train_timesteps - 1
+    alpha_bar = noise_scheduler.alphas_cumprod[last].to(noise.device).expand(noise.shape[0])
+    sample = clean_estimate(noise.float(), prediction.float(), alpha_bar, noise_scheduler.config.prediction_type)
+    return unet.decode(sample, degraded.float())
+
+
+def one_step_estimate(model, noise_scheduler, batch, noise: torch.Tensor) -> torch.Tensor:
+    """The clean patches ``model`` estimates in one step from the pure noise ``noise`` at the last
+    timestep: per patch, what the pipeline fuses at ``fidelity=1``."""
+    unet = model.module if hasattr(model, "module") else model
+    last = torch.full((noise.shape[0],), noise_scheduler.config.num_train_timesteps - 1, device=noise.device)
+    prediction = model(noise, last, batch["degraded"], batch["coordinates"], batch["context"])
+    return estimate_to_image(unet, noise_scheduler, noise, prediction, batch["degraded"])
+
+
+def build_objective(args, device) -> OneStepObjective | None:
+    """The one-step objective the arguments ask for, its networks on ``device``; ``None`` when all
+    its weights are 0."""
+    weights = OneStepWeights(perceptual=args.perceptual_weight, l1=args.l1_weight, anchor=args.anchor_weight,
+                             anchor_factor=args.anchor_factor, adversarial=args.adversarial_weight)
+    if not weights.active:
+        return None
+    objective = OneStepObjective(weights)
+    if weights.anchor > 0:
+        teacher = PatchFusionUNet.from_pretrained(args.init_from, subfolder="unet", dtype=torch.float32)
+        objective.teacher = teacher.requires_grad_(False).eval().to(device)
+    if weights.perceptual > 0:
+        from .perceptual import PerceptualDistance
+
+        objective.perceptual = PerceptualDistance().to(device)
+    if weights.adversarial > 0:
+        objective.discriminator = PatchDiscriminator()
+    return objective
 
 
 def training_batches(data, unet_config, device, batch_size: int, patches_per_face: int, memory_budget: int,
@@ -280,7 +383,14 @@ def run(args) -> int:
     )
     batches = training_batches(args.data, model.config, accelerator.device, args.batch_size, args.patches_per_face,
                                int(args.memory_budget_gb * 2**30), args.num_workers, args.band_weights)
+    objective = build_objective(args, accelerator.device)
     model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
+    discriminator_optimizer = None
+    if objective is not None and objective.discriminator is not None:
+        discriminator_optimizer = torch.optim.AdamW(objective.discriminator.parameters(), lr=args.discriminator_lr,
+                                                    betas=(0.5, 0.999))
+        objective.discriminator, discriminator_optimizer = accelerator.prepare(
+            objective.discriminator, discriminator_optimizer)
     ema.to(accelerator.device)
     accelerator.register_for_checkpointing(ema)
 
@@ -314,19 +424,25 @@ def run(args) -> int:
 
     start = time.monotonic()
     progress = tqdm(total=args.max_steps, initial=step, disable=not accelerator.is_local_main_process, desc="train")
+    loss_log = LossLog(output / "losses.jsonl" if accelerator.is_main_process else None)
     model.train()
     while step < args.max_steps:
         batch = next(batches)
-        loss = training_loss(model, noise_scheduler, batch)
-        accelerator.backward(loss)
+        with accelerator.autocast():
+            loss = training_loss(model, noise_scheduler, batch, objective=objective)
+        accelerator.backward(loss.total)
         accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
         optimizer.step()
         lr_scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        if discriminator_optimizer is not None:
+            loss.terms["discriminator"] = discriminator_step(objective.discriminator, discriminator_optimizer,
+                                                             batch["clean"], loss.estimate, accelerator)
         ema.step(model.parameters())
         step += 1
         progress.update(1)
-        progress.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr_scheduler.get_last_lr()[0]:.1e}")
+        progress.set_postfix(loss=f"{loss.total.item():.4f}", lr=f"{lr_scheduler.get_last_lr()[0]:.1e}")
+        loss_log.add(step, loss.terms)
         if step % args.checkpoint_every == 0:
             save_checkpoint(accelerator, checkpoints, step, args.checkpoints_kept)
         if args.validate_every > 0 and step % args.validate_every == 0:
@@ -346,6 +462,35 @@ def run(args) -> int:
                         args.export_fp16, record)
     accelerator.end_training()
     return 0
+
+
+def discriminator_step(discriminator, optimizer, clean: torch.Tensor, estimate: torch.Tensor, accelerator) -> float:
+    """One hinge-loss step of the patch discriminator: clean patches real, one-step estimates fake.
+    Its gradients from the generator's loss are dropped first: they belong to the other player."""
+    optimizer.zero_grad(set_to_none=True)
+    with accelerator.autocast():
+        loss = hinge_discriminator_loss(discriminator(clean), discriminator(estimate.detach()))
+    accelerator.backward(loss)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(loss.detach())
+
+
+class LossLog:
+    """Means of the loss terms over every ``every`` steps, one JSON line each (``None``: keep nothing)."""
+
+    def __init__(self, path: Path | None, every: int = 50):
+        self.path, self.every, self.sums, self.count = path, every, {}, 0
+
+    def add(self, step: int, terms: dict[str, float]) -> None:
+        for name, value in terms.items():
+            self.sums[name] = self.sums.get(name, 0.0) + value
+        self.count += 1
+        if step % self.every == 0 and self.path is not None:
+            means = {name: round(total / self.count, 5) for name, total in self.sums.items()}
+            with open(self.path, "a") as log:
+                log.write(json.dumps({"step": step, **means}) + "\n")
+            self.sums, self.count = {}, 0
 
 
 def export_pipeline(model, ema, folder: Path, prediction_type: str, fp16: bool, record: dict) -> None:
