@@ -8,12 +8,17 @@ Measures in one process, each after warm-up steps, best of ``--repeats``:
   before   the loop of commit 5b36bd0 (``--before``): a DataLoader whose workers decode a
            file, degrade the whole face on the CPU and keep one patch, then the same step;
   model_channels_last, model_compiled (``--variants``): the model step with channels-last
-           memory, and under ``torch.compile``.
-It prints steps/s of each, full / model (target: at least 0.9 on a GPU) and full / before.
+           memory, and under ``torch.compile``;
+  engine_fp32, engine_bf16, engine_compiled (``--engines``): the model step in fp32, under bf16
+           autocast and under ``torch.compile``, each with ``--one-step`` the fine-tune's objective
+           (perceptual 1, anchor 10) too: which engine to train with on this machine.
+It prints steps/s of each, full / model (target: at least 0.9 on a GPU), full / before, and each
+engine over fp32.
 Weights are random: speed does not depend on them.
 
     python benchmarks/train_throughput.py --batch-size 16 --before
     python benchmarks/train_throughput.py --batch-size 256 --mixed-precision bf16 --before --num-workers 14
+    python benchmarks/train_throughput.py --batch-size 16 --engines --one-step
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import contextlib
 import copy
 import json
 import platform
+import tempfile
 import time
 from functools import partial
 
@@ -36,7 +42,8 @@ from lpipdiff.model.unet import coordinate_channels
 from lpipdiff.training.data import EncodedFaces, PatchBatches, crop_examples, face_source, open_faces
 from lpipdiff.training.degradation import Degradation
 from lpipdiff.training.degradation_torch import BatchDegradation
-from lpipdiff.training.train import build_parser, build_unet, training_loss
+from lpipdiff.training.losses import OneStepWeights
+from lpipdiff.training.train import OneStepObjective, build_parser, build_unet, training_loss
 
 
 class OnePatchPerFace(Dataset):
@@ -96,21 +103,36 @@ def main() -> None:
     parser.add_argument("--channels", default="32,64,128,128")
     parser.add_argument("--variants", action="store_true",
                         help="also time the model step with channels-last memory and with torch.compile")
+    parser.add_argument("--engines", action="store_true",
+                        help="also time the model step in fp32, under bf16 autocast and under torch.compile")
+    parser.add_argument("--one-step", action="store_true",
+                        help="the engines train the one-step objective too (perceptual 1, anchor 10)")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
 
-    unet_args = build_parser().parse_args(["--data", "-", "--output", "-", "--channels", args.channels])
-    model = build_unet(unet_args).to(device).train()
+    # The training command's own defaults describe the UNet (its --data and --output are not used here).
+    unet_args = build_parser().parse_args(
+        ["--data", args.data, "--output", tempfile.mkdtemp(), "--channels", args.channels])
+    model = build_unet(unet_args.face_size, unet_args.patch_size, unet_args.channels, unet_args.attention_levels,
+                       unet_args.layers_per_block).to(device).train()
     noise_scheduler = DDPMScheduler.from_config(build_scheduler(prediction_type="v_prediction").config)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.mixed_precision)
 
-    def step_of(model):
+    objective = None
+    if args.one_step:
+        from lpipdiff.training.perceptual import PerceptualDistance
+
+        teacher = copy.deepcopy(model).eval().requires_grad_(False)
+        objective = OneStepObjective(OneStepWeights(perceptual=1.0, anchor=10.0), teacher=teacher,
+                                     perceptual=PerceptualDistance().to(device))
+
+    def step_of(model, dtype=dtype):
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
         def train_step(batch):
             with torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext():
-                loss = training_loss(model, noise_scheduler, batch).total
+                loss = training_loss(model, noise_scheduler, batch, objective=objective).total
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -143,6 +165,11 @@ def main() -> None:
         measurements["model_channels_last"] = partial(step_of(channels_last), fixed)
         measurements["model_compiled"] = partial(step_of(torch.compile(copy.deepcopy(model))), fixed)
 
+    if args.engines:
+        measurements["engine_fp32"] = partial(step_of(copy.deepcopy(model), None), fixed)
+        measurements["engine_bf16"] = partial(step_of(copy.deepcopy(model), torch.bfloat16), fixed)
+        measurements["engine_compiled"] = partial(step_of(torch.compile(copy.deepcopy(model)), None), fixed)
+
     print(f"# {platform.processor() or platform.machine()}, {device}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; {len(faces)} faces decoded into memory in {load_seconds:.1f} s")
     results = {}
@@ -154,6 +181,9 @@ def main() -> None:
         **{f"{name}_steps_per_s": round(value, 3) for name, value in results.items()},
         "full_over_model": round(results["full"] / results["model"], 3),
     }
+    for name in ("engine_bf16", "engine_compiled"):
+        if name in results:
+            summary[f"{name}_over_fp32"] = round(results[name] / results["engine_fp32"], 3)
     if "before" in results:
         summary["full_over_before"] = round(results["full"] / results["before"], 3)
     print(json.dumps(summary))
