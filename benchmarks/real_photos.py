@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 from skimage import data
 
-from lpipdiff.cli.options import add_face_weights_argument, add_sampling_arguments, face_weights, sampling_options
+from lpipdiff.arguments.options import add_face_weights_argument, add_sampling_arguments, face_weights, sampling_options
 from lpipdiff.config.defaults import DEFAULT_DETAIL
 from lpipdiff.evaluation.metrics import FaceGeometry
 from lpipdiff.faces.restorer import FaceRestorer
