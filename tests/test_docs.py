@@ -65,7 +65,8 @@ def documents():
 def code():
     """What ships or is run beside the docs: the package (its modules and the text it carries: the
     model card's template, the bundled model's JSON), the demo, the benchmarks, the scripts, the
-    requirements and the CI script. The tests are not scanned: they hold the notes this file looks for."""
+    requirements and the CI script. The tests are not: this file holds the notes it looks for, and
+    pytest's fixture scope "session" is a string there."""
     python = [*sorted(PACKAGE.rglob("*.py")), ROOT / "app.py", *sorted((ROOT / "benchmarks").rglob("*.py")),
               *sorted((ROOT / "scripts").rglob("*.py"))]
     shell = [*sorted(ROOT.glob("requirements*.txt")), ROOT / "pyproject.toml", ROOT / ".ci" / "run",
