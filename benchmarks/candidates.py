@@ -1,4 +1,4 @@
-"""Best of K: keep, of K samples of a face, the one the posterior mean agrees with most (issue 22).
+"""Best of K: keep, of K samples of a face, the one the posterior mean agrees with most.
 
     python benchmarks/candidates.py --pairs runs/sweep22_severe/pairs/severe \
         --mean runs/sweep22_severe/restored/severe/fidelity_1_window \

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 from skimage import data
 
-from lpipdiff.cli.options import add_face_weights_argument, add_sampling_arguments, face_weights, sampling_options
+from lpipdiff.arguments.options import add_face_weights_argument, add_sampling_arguments, face_weights, sampling_options
 from lpipdiff.config.defaults import DEFAULT_DETAIL
 from lpipdiff.evaluation.metrics import FaceGeometry
 from lpipdiff.faces.restorer import FaceRestorer
@@ -148,7 +148,7 @@ def format_row(row: dict, details=DETAILS) -> str:
 
 
 def adult_summary(rows: list[dict], details=DETAILS) -> list[str]:
-    """Issue 22: identity to the input face and structure ratio over the degraded adult faces
+    """Identity to the input face and structure ratio over the degraded adult faces
     larger than the model (every face here is an adult's: Eileen Collins (astronaut, about 40), the
     cameraman, Grace Hopper (about 75))."""
     larger = [row for row in rows if row["larger"] and row["degraded"]]

@@ -12,12 +12,12 @@ DDIM steps from noise (``fidelity=None``), stride 32, uniform fusion, strength 1
 - ``--sweep fidelity``: the posterior-mean start at fidelity 1 ... 0 over a 10-step schedule,
   next to today's expert modes (1 step, 20 steps from noise, 10 steps at strength 0.5).
 - ``--sweep fusion``: uniform against window fusion at the default fidelity and at fidelity 1.
-- ``--sweep default``: the product's sampler (window fusion, ``--schedule-steps``, 10 in issue 22's
-  sweep) at ``--fidelities``.
-
-Every setting is also reported in each age band of the UTKFace file names (issue 22).
+- ``--sweep default``: the product's sampler (window fusion, ``--schedule-steps``, 10 in the per-age-band
+  sweep that chose fidelity 1) at ``--fidelities``.
 - ``--sweep speed``: the default fidelity over shorter schedules and other solvers (fewer UNet
-  evaluations a face, issue 19).
+  evaluations a face; the sweep that chose the 5-step schedule).
+
+Every setting is also reported in each age band of the UTKFace file names.
 
 Every table also has a ``seam`` column (:func:`seam_contrast`): the step of the error against
 the clean face between neighbouring pixels across the patch grid's borders, over the steps
@@ -80,12 +80,12 @@ DEFAULT_FIDELITIES = (1.0, 0.9, 0.7, 0.5, 0.3)
 
 
 def default_settings(fidelities=DEFAULT_FIDELITIES, steps: int = DEFAULT_STEPS) -> dict:
-    """The product's sampler (window fusion; issue 22's sweep used the 10-step schedule) at each fidelity."""
+    """The product's sampler (window fusion; the per-age-band sweep used the 10-step schedule) at each fidelity."""
     return {f"fidelity {f:g}, window": {"fidelity": f, "steps": steps, "fusion": "window"}
             for f in fidelities}
 
 
-# Issue 19: fewer UNet evaluations at fidelity 0.3 (the default then) with window fusion; the schedule the
+# Fewer UNet evaluations at fidelity 0.3 (the default then) with window fusion; the schedule the
 # posterior mean re-enters, and the solver, vary. The rule that chose among them is in docs/RESULTS.md
 # ("Speed: fewer UNet evaluations"), written before this sweep was run.
 SPEED_SETTINGS = {
@@ -100,7 +100,7 @@ COLUMNS = ["unet_evaluations", "psnr", "ssim", "lpips", "identity", "same_person
 
 
 def band_rows(row: dict, names: list[str], faces: dict[str, list[float]]) -> list[dict]:
-    """``row`` (preset, setting) repeated for every age band with the band's means (issue 22)."""
+    """``row`` (preset, setting) repeated for every age band with the band's means."""
     return [{**{k: row[k] for k in ("preset", "setting")}, "age band": band, **values}
             for band, values in per_band(names, faces).items() if values["n"]]
 

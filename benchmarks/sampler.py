@@ -8,7 +8,7 @@ both alike:
 It prints (a) / (b), the fusion overhead (target: at most 1.05), and seconds per face.
 Weights are random: speed does not depend on them.
 
-    python benchmarks/sampler.py                # both geometries of the issue
+    python benchmarks/sampler.py                # the bundled model's geometry and FFHQ's 512 one
     python benchmarks/sampler.py --steps 20 --repeats 3 --geometry 128,64,32
 """
 

@@ -40,7 +40,8 @@ from lpipdiff.model.loading import load_pipeline
 from lpipdiff.model.sampling import SamplingOptions, restore_faces
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-OLD_DEFAULT = SamplingOptions(fidelity=0.3, steps=10, scheduler="ddim", fusion="window")  # before issue 19
+# The sampler's default before the 5-step schedule.
+OLD_DEFAULT = SamplingOptions(fidelity=0.3, steps=10, scheduler="ddim", fusion="window")
 NEW_DEFAULT = SamplingOptions()
 FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
 

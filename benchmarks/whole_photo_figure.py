@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lpipdiff.cli.options import add_bg_upsampler_arguments, add_face_weights_argument, face_weights
+from lpipdiff.arguments.options import add_bg_upsampler_arguments, add_face_weights_argument, face_weights
 from lpipdiff.faces.restorer import FaceRestorer
 from lpipdiff.io.images import load_image_file, save_image
 from lpipdiff.model.loading import load_pipeline

@@ -1,7 +1,7 @@
 """Checks of argument values: each wrong value is one ``ValueError`` (``TypeError`` for a wrong kind
 of object) naming the argument, raised before any work, instead of a failure deep inside torch or
 facexlib. The Python API calls them directly; the command line's argparse types wrap them
-(:mod:`lpipdiff.cli.argtypes`), so both say the same thing about the same value. Imports neither
+(:mod:`lpipdiff.arguments.argtypes`), so both say the same thing about the same value. Imports neither
 torch nor numpy until a check needs them, so that ``lpipdiff --help`` answers at once.
 """
 

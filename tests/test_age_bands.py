@@ -1,4 +1,4 @@
-"""Age bands of UTKFace names (issue 22): parsing, per-band figures, weighted training draws."""
+"""Age bands of UTKFace names: parsing, per-band figures, weighted training draws."""
 
 from types import SimpleNamespace
 

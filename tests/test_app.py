@@ -24,7 +24,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 # The heaviest request the demo's controls allow: 50 steps x 4 samples x 25 patches (the smallest
 # stride, a quarter of the patch) of the small random model. Fidelity 0.3 (about 35 of the 50 steps run;
-# the default before issue 22) is given explicitly: at the default fidelity 1 one step runs.
+# the previous default) is given explicitly: at the default fidelity 1 one step runs.
 HEAVY = ("Aligned face", 50, "ddim", 1.0, 8, 0, 4, 1.0, 0.3)
 HEAVY_WORK = 50 * 4 * 25
 LIGHT = ("Aligned face", 1, "ddim", 1.0, 16, 0, 1, 1.0)

@@ -345,9 +345,9 @@ def test_demo(case, demo_restore, files, tmp_path):
     assert str(files["text"].parent) not in str(raised.value)  # no server paths in the page
 
 
-# ================================================================ issue 18: the new table
+# ================================================================ inputs that once failed
 # Each dict below is part of one table of cases that were a traceback, a silently wrong result
-# or a lost file before; NEW_CASE_TABLES counts them (at least 40 by the issue's terms).
+# or a lost file before; NEW_CASE_TABLES counts them (at least 40).
 def rgb_profile(red, green, blue, gamma=2.2, name=b"test RGB") -> bytes:
     """A minimal ICC v2 matrix/TRC RGB display profile with the given D50 primaries (XYZ) and gamma."""
     def s15(value):
@@ -754,7 +754,7 @@ def test_the_new_table_has_at_least_40_cases():
     assert sum(len(table) for table in NEW_CASE_TABLES) >= 40
 
 
-# ---------------------------------------------------------------- issue 18: nothing lost
+# ---------------------------------------------------------------- nothing lost
 def appears_while_running(monkeypatch, target: Path, content: bytes):
     """Another program writes ``target`` after the command planned its outputs, before it writes them."""
     import lpipdiff.io.images as image_io
@@ -888,7 +888,7 @@ def test_a_nan_model_is_refused_before_any_restoration(tmp_path, saved_pipeline,
     assert "NaN or infinite" in capsys.readouterr().err and list(out.iterdir()) == []
 
 
-# ---------------------------------------------------------------- issue 18: phone photos, colours
+# ---------------------------------------------------------------- phone photos, colours
 def test_exif_orientation_on_every_path(odd_files, pipeline, tmp_path, saved_pipeline):
     sideways = odd_files["sideways"]
     assert PIL.Image.open(sideways).size == (40, 20)  # stored sideways
@@ -921,7 +921,7 @@ def test_float32_strength_is_accepted_like_float32_fidelity(pipeline):
     np.testing.assert_array_equal(as_numpy, pipeline(face, fidelity=None, strength=0.5, **common).images)
 
 
-# ---------------------------------------------------------------- issue 18: work bounded by pixels
+# ---------------------------------------------------------------- work bounded by pixels
 def test_degrade_a_long_strip_in_seconds_not_minutes(tmp_path, capsys):
     import time
 

@@ -26,7 +26,7 @@ def bundled():
 @pytest.fixture(scope="module")
 def severe_faces(bundled):
     """The first 4 val faces at the severe preset, restored with the pipeline's default settings,
-    as the posterior mean (fidelity 1) and sampled at fidelity 0.3 (the default of issue 10) with
+    as the posterior mean (fidelity 1) and sampled at fidelity 0.3 (the previous default) with
     window and uniform fusion."""
     skip_without_shared()
     files = list_images(UTKFACE_VAL)[:4]
@@ -73,7 +73,7 @@ def test_bundled_model_is_the_default_and_small(bundled):
 
 
 def test_bundled_model_brings_severe_faces_closer_to_the_person(severe_faces):
-    """The issue's quality bar: a smaller mean dlib identity distance than the degraded input
+    """The bundled model's quality bar: a smaller mean dlib identity distance than the degraded input
     (these 4 faces at the defaults: 0.449 restored with the bundled GPU-continued weights and
     window fusion, 0.444 with uniform fusion, 0.457 with the CPU-trained weights, vs 0.484
     degraded; a random or broken model lands near 0.8, see docs/RESULTS.md)."""
@@ -92,10 +92,10 @@ def test_bundled_model_beats_the_input_on_fidelity_at_the_severe_preset(severe_f
 
 
 def test_bundled_model_lower_fidelity_is_sharper_than_the_posterior_mean(severe_faces):
-    """A fidelity below 1 samples detail onto the posterior mean (issue 10). Bundled weights,
+    """A fidelity below 1 samples detail onto the posterior mean. Bundled weights,
     these 4 faces: detail 0.0107 at fidelity 0.3, 0.0102 at fidelity 1, 0.0156 for the ground
     truth (a small gain, docs/RESULTS.md); fidelity 0.3 blurred by 1 px (0.0093) would fail.
-    Since issue 22 the default is fidelity 1 (the most faithful in every age band)."""
+    The default is fidelity 1 (the most faithful in every age band)."""
     clean, _, restored, posterior_mean, *_, sampled = severe_faces
     assert DEFAULT_FIDELITY == 1.0 and np.allclose(restored, posterior_mean)
     assert detail(sampled) > detail(posterior_mean), (detail(sampled), detail(posterior_mean))
@@ -105,7 +105,7 @@ def test_bundled_model_lower_fidelity_is_sharper_than_the_posterior_mean(severe_
 
 def test_bundled_model_default_shows_no_patch_seam(severe_faces):
     """Uniform fusion left faint lines where the set of overlapping patches changes; the default
-    window fusion does not (issue 10; these 4 faces: 1.17 window, 1.32 uniform, 1.11 at fidelity 1,
+    window fusion does not (these 4 faces: 1.17 window, 1.32 uniform, 1.11 at fidelity 1,
     1.13 for the degraded input's JPEG blocks; 1 is no seam, docs/RESULTS.md)."""
     clean, _, restored, _, uniform, _, sampled = severe_faces
     window_seam = seam_contrast(sampled, clean, patch_size=64, stride=32)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from lpipdiff.arguments.argtypes import fidelity_argument, float_range, int_range, seed_argument
 from lpipdiff.checks import (
     check_fidelity,
     check_number,
@@ -17,7 +18,6 @@ from lpipdiff.checks import (
     is_whole_number,
     sampling_path,
 )
-from lpipdiff.cli.argtypes import fidelity_argument, float_range, int_range, seed_argument
 from lpipdiff.config.defaults import MAX_SEED, default_stride
 from lpipdiff.model.sampling import SamplingOptions
 

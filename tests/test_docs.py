@@ -1,8 +1,8 @@
 """The documentation speaks to users and stays true to the tree.
 
 - No development-process notes (issue numbers, sessions, lent machines, who filed what) in the
-  README, docs/ or the comments and strings of the code; the history of decisions lives in
-  docs/HISTORY.md, in product language.
+  README, docs/, the comments and strings of the code, the text the package ships, the
+  requirements or CI; the history of decisions lives in docs/HISTORY.md, in product language.
 - The README's layout names every subpackage and module (a new module without its line fails,
   naming it), and names none that is gone.
 - Every file path docs/ARCHITECTURE.md names exists; every repository path and anchor the
@@ -62,6 +62,20 @@ def documents():
     return [(README, markdown_lines), *((doc, markdown_lines) for doc in DOCS)]
 
 
+def code():
+    """What ships or is run beside the docs: the package (its modules and the text it carries: the
+    model card's template, the bundled model's JSON), the demo, the benchmarks, the scripts, the
+    requirements and the CI script. The tests are not: this file holds the notes it looks for, and
+    pytest's fixture scope "session" is a string there."""
+    python = [*sorted(PACKAGE.rglob("*.py")), ROOT / "app.py", *sorted((ROOT / "benchmarks").rglob("*.py")),
+              *sorted((ROOT / "scripts").rglob("*.py"))]
+    shell = [*sorted(ROOT.glob("requirements*.txt")), ROOT / "pyproject.toml", ROOT / ".ci" / "run",
+             *sorted((ROOT / "benchmarks").rglob("*.sh")), *sorted((ROOT / "scripts").rglob("*.sh"))]
+    text = [path for path in sorted(PACKAGE.rglob("*")) if path.suffix in (".md", ".json", ".txt")]
+    return [*((path, python_text) for path in python if "__pycache__" not in path.parts),
+            *((path, shell_comments) for path in shell), *((path, markdown_lines) for path in text)]
+
+
 def process_notes(files) -> list[str]:
     return [
         f"{path.relative_to(ROOT)}:{number}: {line.strip()[:120]}"
@@ -104,6 +118,18 @@ def test_no_development_process_notes_in_docs():
     assert not found, (
         "development-process notes where users read (say it in product language; history goes to "
         "docs/HISTORY.md):\n" + "\n".join(found)
+    )
+
+
+def test_no_development_process_notes_in_code():
+    files = code()
+    assert {"lpipdiff/config/defaults.py", "app.py", "requirements.txt", "lpipdiff/hub/model_card.md"} <= {
+        str(path.relative_to(ROOT)) for path, _ in files
+    }
+    found = process_notes(files)
+    assert not found, (
+        "development-process notes in comments, docstrings or shipped text (say why in product "
+        "language; history goes to docs/HISTORY.md):\n" + "\n".join(found)
     )
 
 

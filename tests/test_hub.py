@@ -149,7 +149,7 @@ def test_model_card_includes_evaluation_when_present(saved_pipeline, tmp_path):
     # The table says which sampler and how many faces its figures are for.
     assert "Sampler: fidelity 0.3, num_inference_steps 10, fusion window. 4 held-out faces" in card
 
-    # Issue 22: the figures of every age band with faces, and the evaluation's notes, are on the card.
+    # The figures of every age band with faces, and the evaluation's notes, are on the card.
     evaluation["bands"] = {"severe": {
         "0-12": {"degraded input": {"n": 3, "psnr": 19.0}, "LPIP-Diff": {"n": 3, "psnr": 21.0}},
         "60+": {"degraded input": {"n": 0}, "LPIP-Diff": {"n": 0}},

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from lpipdiff.cli.options import add_sampling_arguments, sampling_options
+from lpipdiff.arguments.options import add_sampling_arguments, sampling_options
 from lpipdiff.config.defaults import DEFAULT_FIDELITY, DEFAULT_STEPS
 from lpipdiff.model.sampling import SamplingOptions, restore_all
 

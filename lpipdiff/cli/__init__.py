@@ -1,4 +1,4 @@
-"""The ``lpipdiff`` command line: commands, argument types, shared options and the restore flow."""
+"""The ``lpipdiff`` command line: its commands and the restore flow."""
 
 from .commands import main
 

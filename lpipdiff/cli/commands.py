@@ -12,8 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..config.defaults import DEFAULT_DETAIL, DEFAULT_DETECTOR, DETECTOR_NAMES, PRESET_NAMES
-from .argtypes import (
+from ..arguments.argtypes import (
     float_range,
     int_range,
     non_negative_int,
@@ -21,14 +20,15 @@ from .argtypes import (
     positive_int,
     seed_argument,
 )
-from .errors import report_errors
-from .options import (
+from ..arguments.errors import report_errors
+from ..arguments.options import (
     HelpFormatter,
     add_bg_upsampler_arguments,
     add_face_weights_argument,
     add_sampling_arguments,
     sampling_options,
 )
+from ..config.defaults import DEFAULT_DETAIL, DEFAULT_DETECTOR, DETECTOR_NAMES, PRESET_NAMES
 
 # Commands that parse their own options: (module with main(argv, prog), one-line help).
 DELEGATED = {

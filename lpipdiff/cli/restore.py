@@ -319,8 +319,8 @@ class JobProgress(Progress):
 
 def load_restorers(args, sampling, device=None):
     """The pipeline and, for whole photos, the :class:`FaceRestorer` (with its background upscaler)."""
+    from ..arguments.options import face_weights
     from ..model.loading import load_pipeline
-    from .options import face_weights
 
     pipeline = load_pipeline(args.model, scheduler=sampling.scheduler, device=device or args.device,
                              backend=args.backend)

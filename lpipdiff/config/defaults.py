@@ -6,7 +6,7 @@ Sampler defaults were chosen by rules written down before measuring, on val face
 evaluation does not use (docs/RESULTS.md). Sampling starts from the posterior mean (the model's
 fused one-step estimate of the clean face: faithful but smooth); below fidelity 1 it is noised back
 to where the last round((1 - fidelity) * steps) steps of a DEFAULT_STEPS-step schedule begin, and
-detail is sampled from there. Fidelity 1 (the posterior mean itself) by issue 22's rule, measured
+detail is sampled from there. Fidelity 1 (the posterior mean itself) by a rule measured
 per age band: no lower fidelity kept severely damaged adults (45-59, 60+) at least as close to
 themselves as the degraded input, and 1 failed the fewest cells and was the most faithful for
 adults; 0.3 (the earlier default) is sharper and more realistic (lower FID) but drifts from the
@@ -14,7 +14,7 @@ person. Window fusion removed the faint lines uniform fusion left along the patc
 """
 
 DEFAULT_FIDELITY = 1.0
-# The schedule the posterior mean re-enters below fidelity 1 (issue 19): 5 steps instead of 10, so
+# The schedule the posterior mean re-enters below fidelity 1: 5 steps instead of 10, so
 # fidelity 0.3 runs the posterior mean and the last 4 steps of a 5-step DDIM schedule (from timestep
 # 799): 5 UNet evaluations a face instead of 8. Chosen by a rule committed before the sweep
 # (docs/RESULTS.md, "Speed: fewer UNet evaluations"), on val faces 248-299: the fewest evaluations
@@ -37,7 +37,7 @@ DEFAULT_SCHEDULER = "ddim"
 
 # How the UNet runs (lpipdiff.model.backends): "auto" is the fastest the machine supports (a GPU: torch;
 # a CPU with native bf16: OpenVINO bf16, else torch bf16 autocast; other CPUs: ONNX Runtime fp32,
-# else torch fp32), measured in docs/BENCHMARKS.md (issue 19).
+# else torch fp32), measured in docs/BENCHMARKS.md.
 BACKEND_NAMES = ("auto", "torch", "torch-bf16", "onnxruntime", "openvino")
 DEFAULT_BACKEND = "auto"
 

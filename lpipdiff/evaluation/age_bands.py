@@ -2,9 +2,9 @@
 
 UTKFace names its files ``AGE_GENDER_RACE_DATETIME.jpg.chip.jpg`` (the evaluation's pairs
 keep the part before the first dot: ``AGE_GENDER_RACE_DATETIME.png``), so the age is the
-whole number before the first underscore. The bands are those of issue 22: children 0-12,
-teenagers 13-19, adults 20-59, older adults 60+. A face whose name has no age belongs to no
-band; it still counts in the figures over all faces.
+whole number before the first underscore. The bands are those docs/RESULTS.md reports:
+children 0-12, teenagers 13-19, adults 20-59, older adults 60+. A face whose name has no age
+belongs to no band; it still counts in the figures over all faces.
 
     >>> band_of_name("65_1_0_20170110122011555.jpg.chip.jpg")
     '60+'

@@ -18,8 +18,8 @@ import json
 import time
 from pathlib import Path
 
-from ..cli.argtypes import image_folder, non_negative_int, output_folder, positive_int
-from ..cli.options import HelpFormatter, add_sampling_arguments, sampling_options
+from ..arguments.argtypes import image_folder, non_negative_int, output_folder, positive_int
+from ..arguments.options import HelpFormatter, add_sampling_arguments, sampling_options
 from ..config.defaults import PRESET_NAMES
 from ..io.images import save_image
 from ..io.safe_files import refuse_existing, write_text
@@ -101,7 +101,7 @@ def results_files(output: Path) -> list[Path]:
 
 
 def main(argv=None, prog: str | None = None) -> int:
-    from ..cli.errors import report_errors
+    from ..arguments.errors import report_errors
 
     return report_errors(run, build_parser(prog).parse_args(argv))
 

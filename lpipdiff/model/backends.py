@@ -3,7 +3,7 @@
 :func:`with_backend` wraps a :class:`~lpipdiff.model.unet.PatchFusionUNet` into :class:`BackendUNet`, a module
 the pipeline calls exactly like the UNet (``unet(noisy, timestep, degraded, coordinates, context)``,
 ``unet.config``, ``encode``/``decode``); only the forward pass changes. ``"auto"`` picks the fastest
-path the machine supports (docs/BENCHMARKS.md, issue 19): a GPU keeps torch; a CPU with native bf16
+path the machine supports (docs/BENCHMARKS.md): a GPU keeps torch; a CPU with native bf16
 (AVX512-BF16 or AMX) runs OpenVINO in bf16 when it is installed, else torch with bf16 autocast; a CPU
 without it runs ONNX Runtime in fp32 when installed, else torch fp32. bf16 is never chosen on a CPU
 without native bf16, where it is many times slower than fp32.

@@ -36,7 +36,7 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
-from ..cli.argtypes import (
+from ..arguments.argtypes import (
     float_range,
     int_range,
     non_negative_int,
@@ -44,7 +44,7 @@ from ..cli.argtypes import (
     positive_int,
     training_data,
 )
-from ..cli.options import HelpFormatter
+from ..arguments.options import HelpFormatter
 from ..config.defaults import DEFAULT_STEPS
 from ..model.pipeline_lpipdiff import LPIPDiffPipeline
 from ..model.sampling import SamplingOptions, build_scheduler
@@ -352,7 +352,7 @@ class Validator:
 
 
 def main(argv=None, prog: str | None = None) -> int:
-    from ..cli.errors import report_errors
+    from ..arguments.errors import report_errors
 
     return report_errors(run, build_parser(prog).parse_args(argv))
 
