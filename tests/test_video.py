@@ -306,3 +306,51 @@ def test_a_folder_of_videos_and_photos_is_one_resumable_archive(clip, model, tmp
     capsys.readouterr()
     assert restore(source, out, model, "--recursive") == 0
     assert "2 of 2 inputs were restored by an earlier run" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the demo
+@pytest.fixture(scope="module")
+def service():
+    from lpipdiff.serving.service import RestorationService
+    from lpipdiff.serving.settings import ServingSettings
+
+    from conftest import FACE_WEIGHTS
+
+    skip_without_shared()
+    settings = ServingSettings(face_weights=str(FACE_WEIGHTS), max_video_seconds=1.0)
+    return RestorationService(settings, pipeline=tiny_pipeline(face_size=32, patch_size=16))
+
+
+@pytest.mark.shared
+def test_demo_restores_a_clip_in_its_heavy_lane(service, clip):
+    job = service.submit(service.video_request(str(clip), fidelity=None, steps=1), progress=None)
+    while not job.finished(timeout=0.5):
+        pass
+    result = job.result()
+    assert result.status.startswith("Restored 1 face(s) in 6 of 6 frames, 320x180, sound copied")
+    assert len(decoded(result.video)[0]) == 6 and audio_payload(result.video) == audio_payload(clip)
+
+
+@pytest.mark.shared
+def test_demo_refuses_a_clip_over_its_limit_in_one_line(service, tmp_path):
+    import gradio as gr
+
+    from app import restore_video_function
+
+    long = write_clip(tmp_path / "long.mp4", clip_frames(30, height=48), audio=False)  # 1.25 s
+    with pytest.raises(gr.Error) as error:
+        list(restore_video_function(service)(str(long)))
+    message = str(error.value.message)
+    assert "long.mp4: the clip is longer than the limit of 1 s (1.25 s)" in message
+    assert str(tmp_path) not in message and "\n" not in message  # the upload's name, never the server's path
+
+
+@pytest.mark.shared
+def test_demo_watchdog_stops_a_clip_and_leaves_no_file(service, clip):
+    from lpipdiff.serving.service import RequestStopped, Watchdog
+
+    request = service.video_request(str(clip), fidelity=None, steps=1)
+    stopped = service.tally.stopped
+    with pytest.raises(RequestStopped, match="stopped after 0 s"):
+        service.restore_clip(request, Watchdog(seconds=0.0, abandoned_after=60))
+    assert service.tally.stopped == stopped + 1

@@ -82,10 +82,13 @@ class Track:
 
 class FaceTracker:
     """Links each frame's detections into :class:`Track` s; :meth:`update` returns the faces to
-    restore in that frame (those seen, and those held)."""
+    restore in that frame (those seen, and those held). ``min_cutoff`` and ``beta`` are the One-Euro
+    filter's (a ``min_cutoff`` of ``math.inf`` turns smoothing off)."""
 
-    def __init__(self, hold: int = HOLD_FRAMES, match_iou: float = MATCH_IOU):
+    def __init__(self, hold: int = HOLD_FRAMES, match_iou: float = MATCH_IOU, min_cutoff: float = MIN_CUTOFF_HZ,
+                 beta: float = BETA):
         self.hold, self.match_iou = hold, match_iou
+        self.min_cutoff, self.beta = min_cutoff, beta
         self.tracks: list[Track] = []
         self.started = 0
 
@@ -109,7 +112,8 @@ class FaceTracker:
         self.tracks = [track for track in self.tracks if track.missed <= self.hold]
         for d, box in enumerate(boxes):
             if d not in matched_detections:
-                track = Track(self.started, np.asarray(box[:4], dtype=np.float64), np.zeros((5, 2)))
+                track = Track(self.started, np.asarray(box[:4], dtype=np.float64), np.zeros((5, 2)),
+                              filter=OneEuroFilter(self.min_cutoff, self.beta))
                 track.update(box, landmarks[d], time)
                 self.tracks.append(track)
                 self.started += 1
