@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from lpipdiff.cli.commands import main
+from lpipdiff.faces.face_helper import box_iou
 from lpipdiff.faces.tracks import FaceTracker, OneEuroFilter
 from lpipdiff.io.safe_files import OutputExistsError
 from lpipdiff.io.video import InvalidVideoError, VideoReader, rewrite_video
@@ -139,6 +140,26 @@ def test_tracker_links_faces_holds_a_missed_one_and_numbers_new_ones():
     tracker.update([other], [landmarks + [200, 0]], 0.12)
     assert [t.number for t in tracker.update([other], [landmarks + [200, 0]], 0.16)] == [1]  # missed 3 times: gone
     assert [t.number for t in tracker.update([other, box], [landmarks + [200, 0], landmarks], 0.2)] == [1, 2]
+
+
+@pytest.mark.shared
+def test_a_followed_face_is_found_again_around_where_it_was(restorer):
+    """Between full-frame searches the detector looks only around a followed face: the same face,
+    its landmarks within a few pixels of a full search's; nothing where there is no face."""
+    frame = np.ascontiguousarray(clip_frames(1, height=480)[0][..., ::-1])
+    full = restorer.face_helper()
+    full.read_image(frame)
+    restorer.find_faces(full)
+    (track,) = FaceTracker().update(full.det_faces, full.all_landmarks_5, 0.0)
+    around = restorer.face_helper()
+    around.read_image(frame)
+    restorer.find_faces(around, regions=[track.region()])
+    assert len(around.det_faces) == 1
+    assert np.abs(around.all_landmarks_5[0] - full.all_landmarks_5[0]).max() < 4
+    assert box_iou(around.det_faces[0], full.det_faces[0]) > 0.8
+    elsewhere = restorer.face_helper()
+    elsewhere.read_image(frame)
+    assert restorer.find_faces(elsewhere, regions=[(0, 300, 150, 450)]) == 0
 
 
 # ---------------------------------------------------------------- bad input, and the behaviour documented for it

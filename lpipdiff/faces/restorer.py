@@ -211,11 +211,12 @@ class FaceRestorer:
         upscale = self.upscale if upscale is None else upscale
         return FaceHelper(self.detector, self.pipeline.unet.config.face_size, self.template, upscale)
 
-    def find_faces(self, helper: FaceHelper, max_faces: int | None = None) -> int:
-        """Detect the faces of the photo ``helper`` holds and keep those this restorer restores (at
-        least ``min_face_size``; the largest one or ``max_faces``), in the detector's order. Returns
-        how many were found before that choice."""
-        found = helper.detect()
+    def find_faces(self, helper: FaceHelper, max_faces: int | None = None, regions=None) -> int:
+        """Detect the faces of the photo ``helper`` holds (only in ``regions`` when given, see
+        :meth:`FaceHelper.detect`) and keep those this restorer restores (at least ``min_face_size``;
+        the largest one or ``max_faces``), in the detector's order. Returns how many were found
+        before that choice."""
+        found = helper.detect(regions)
         sides = helper.face_sides()
         keep = sorted((i for i in range(found) if sides[i] >= self.min_face_size), key=lambda i: -sides[i])
         helper.keep(sorted(keep[: 1 if self.only_largest else max_faces]))

@@ -74,6 +74,13 @@ class Track:
     def side(self) -> float:
         return float(min(self.box[2] - self.box[0], self.box[3] - self.box[1]))
 
+    def region(self) -> tuple[float, float, float, float]:
+        """Where to look for the face in the next frame: a square twice its box's longer side, on its
+        centre (room for a frame's motion, and the context the detector needs)."""
+        (x0, y0, x1, y1), half = self.box, float(max(self.box[2] - self.box[0], self.box[3] - self.box[1]))
+        x, y = (x0 + x1) / 2, (y0 + y1) / 2
+        return x - half, y - half, x + half, y + half
+
     def update(self, box: np.ndarray, landmarks: np.ndarray, time: float) -> None:
         self.box, self.missed = np.asarray(box[:4], dtype=np.float64), 0
         self.scale = self.scale or max(self.side(), 1.0)
