@@ -18,8 +18,9 @@ Flicker is the mean absolute difference (0-255 levels) of the restored face regi
 consecutive frames, averaged over the clip; the region is the face's detection box in the input
 frame (scaled by the upscale), the same for every method. The input's own flicker (noise and motion)
 is the floor. Speed is frames a second over the whole run (decode, detect, restore, paste, encode),
-wall clock, with the load average before and after: the machine may be shared, so compare the
-methods' ratio, which load hits alike. ``--figure`` writes a strip: input, frame-by-frame and
+wall clock, with the load average before and after, and the CPU seconds a frame of all this
+process's threads (what the work costs, whatever else runs): the machine may be shared, so compare
+the methods' ratios, which load hits alike. ``--figure`` writes a strip: input, frame-by-frame and
 tracked face crops for a few frames, and each method's difference from the frame before (x4).
 """
 
@@ -94,12 +95,12 @@ def frame_by_frame(restorer: FaceRestorer, sampling: SamplingOptions, new_seed: 
     return process
 
 
-def timed(run) -> tuple[float, float, float]:
-    """(seconds, load average before, after) of ``run()``."""
+def timed(run) -> tuple[float, float, float, float]:
+    """(wall seconds, CPU seconds of this process's threads, load average before, after) of ``run()``."""
     before = os.getloadavg()[0]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     run()
-    return time.perf_counter() - start, before, os.getloadavg()[0]
+    return time.perf_counter() - start, time.process_time() - cpu, before, os.getloadavg()[0]
 
 
 def strip(inputs, methods: dict[str, list[np.ndarray]], boxes, scale: float, picks: list[int]) -> np.ndarray:
@@ -162,17 +163,18 @@ def main() -> None:
     results.append({"method": "input", "flicker": round(flicker(inputs, boxes, 1.0), 2)})
     for index, (name, run) in enumerate(runs.items()):
         out = args.work / f"out{index}.mp4"
-        seconds, load_before, load_after = timed(lambda run=run, out=out: run(out))
+        seconds, cpu, load_before, load_after = timed(lambda run=run, out=out: run(out))
         outputs[name] = read_frames(out)
         results.append({"method": name, "flicker": round(flicker(outputs[name], boxes, args.upscale), 2),
-                        "fps": round(len(inputs) / seconds, 2), "seconds": round(seconds, 1),
-                        "load": f"{load_before:.1f}-{load_after:.1f}"})
+                        "fps": round(len(inputs) / seconds, 2), "cpu_per_frame": round(cpu / len(inputs), 3),
+                        "seconds": round(seconds, 1), "load": f"{load_before:.1f}-{load_after:.1f}"})
         print(json.dumps(results[-1]), flush=True)
     baseline = next(r for r in results if r["method"] == "frame by frame, new seed")
-    print("\n| method | flicker (levels) | vs frame by frame | frames/s | load |\n|---|---|---|---|---|")
+    print("\n| method | flicker (levels) | vs frame by frame | frames/s (wall) | CPU s a frame | load |\n"
+          "|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['method']} | {r['flicker']:.2f} | {r['flicker'] / baseline['flicker']:.2f}x | "
-              f"{r.get('fps', '')} | {r.get('load', '')} |")
+              f"{r.get('fps', '')} | {r.get('cpu_per_frame', '')} | {r.get('load', '')} |")
     if args.figure:
         tracked = next(name for name in outputs if name.startswith("tracked"))
         shown = {"frame by frame": outputs["frame by frame, new seed"], "tracked": outputs[tracked]}

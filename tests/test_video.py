@@ -73,7 +73,10 @@ def restore(clip, out, model, *extra):
 def test_cli_restores_a_clip_keeping_its_frames_timing_and_sound(clip, frames, model, tmp_path, capsys):
     assert restore(clip, tmp_path, model, "--upscale", "2") == 0
     output = tmp_path / "clip_restored.mp4"
-    assert "restored 1 of 1 inputs" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "restored 1 of 1 inputs" in captured.out
+    # the clip's own progress bar: frames done of the clip's, elapsed<left, frames a second
+    assert re.search(r"clip\.mp4: .*6/6 \[[\d:]+<[\d:]+, +[\d.]+(frame/s|s/frame)\]", captured.err), captured.err
     restored, times, container = decoded(output)
     _, input_times, source = decoded(clip)
     assert len(restored) == len(frames) and times == pytest.approx(input_times)
@@ -301,6 +304,25 @@ def test_existing_output_is_kept_and_an_interrupted_one_never_appears(clip, rest
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]  # no half-written file, not even hidden
     restore_video(clip, target, restorer, FAST, overwrite=True)
     assert len(decoded(target)[0]) == 6
+
+
+def test_frames_stream_through_a_few_at_a_time(tmp_path):
+    """Memory holds a batch of frames, not the clip: frames handed over earlier are freed."""
+    import gc
+    import weakref
+
+    clip = write_clip(tmp_path / "long.mp4", clip_frames(40, height=48), audio=False)
+    seen, alive = [], []
+
+    def process(batch):
+        gc.collect()
+        alive.append(sum(ref() is not None for ref in seen))
+        seen.extend(weakref.ref(frame) for frame in batch)
+        return [frame.image for frame in batch]
+
+    report = rewrite_video(clip, tmp_path / "out.mp4", process, batch=4)
+    assert report.frames == 40 and len(alive) == 10
+    assert max(alive) <= 4  # at most the batch before, however long the clip
 
 
 def test_reader_refuses_a_long_clip_before_decoding(tmp_path):
