@@ -41,13 +41,14 @@ def clip_frames(count: int, height: int = 480, width: int | None = None, photo: 
 
 def write_clip(path: Path, frames: list[np.ndarray], rate: int = 24, codec: str = "libx264", audio: bool = True,
                rotation: int = 0, times: list[float] | None = None, container: str | None = None,
-               broken: set[int] = frozenset()) -> Path:
+               broken: set[int] = frozenset(), lossless: bool = False) -> Path:
     """Write RGB ``frames`` as a clip: ``rotation`` stores them turned back by that many degrees with a
     display matrix that turns them upright again (as phones do), ``times`` gives each frame its own
     time (a variable frame rate), ``broken`` replaces those frames' packets with garbage (an
-    unreadable frame; use an intra-only codec such as mjpeg), ``audio`` adds a 440 Hz tone."""
+    unreadable frame; use an intra-only codec such as mjpeg), ``audio`` adds a 440 Hz tone;
+    ``lossless`` (libx264) keeps every frame's noise, which a lossy encoder smooths away on a still shot."""
     output = av.open(str(path), "w", format=container)
-    stream = output.add_stream(codec, rate=rate)
+    stream = output.add_stream(codec, rate=rate, options={"qp": "0"} if lossless else None)
     stored = [np.ascontiguousarray(np.rot90(frame, -(rotation // 90))) for frame in frames]
     stream.height, stream.width = stored[0].shape[:2]
     stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
