@@ -26,7 +26,7 @@ Speed is frames a second over the whole run (decode, detect, restore, paste, enc
 with the load average before and after, and the CPU seconds a frame of all this process's threads
 (what the work costs, whatever else runs): the machine may be shared, so compare the methods'
 ratios, which load hits alike. ``--figure`` writes a strip: input, frame-by-frame and tracked face
-crops for a few frames, and each method's difference from the frame before (x8).
+crops for a few frames, and each method's difference from the frame before (x32).
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def timed(run) -> tuple[float, float, float, float]:
 
 
 def strip(inputs, methods: dict[str, list[np.ndarray]], boxes, scale: float, picks: list[int]) -> np.ndarray:
-    """Rows of face crops (input, each method) and each method's difference from the frame before (x8)."""
+    """Rows of face crops (input, each method) and each method's difference from the frame before (x32)."""
     box = boxes[picks[0]]
     centre, side = (box[:2] + box[2:]) / 2, (box[2:] - box[:2]).max() * 1.6
 
@@ -140,7 +140,7 @@ def strip(inputs, methods: dict[str, list[np.ndarray]], boxes, scale: float, pic
     rows = [[crop(inputs[i], 1) for i in picks]]
     rows += [[crop(frames[i], scale) for i in picks] for frames in methods.values()]
     for frames in methods.values():
-        rows.append([np.clip(8 * np.abs(crop(frames[i], scale).astype(np.float32) - crop(frames[i - 1], scale)),
+        rows.append([np.clip(32 * np.abs(crop(frames[i], scale).astype(np.float32) - crop(frames[i - 1], scale)),
                              0, 255).astype(np.uint8) for i in picks])
     return np.concatenate([np.concatenate(row, axis=1) for row in rows], axis=0)
 
@@ -208,7 +208,7 @@ def main() -> None:
         picks = [len(inputs) // 4, len(inputs) // 4 + 1, len(inputs) // 2, len(inputs) // 2 + 1]
         image = strip(inputs, shown, boxes, args.upscale, picks)
         PIL.Image.fromarray(image[..., ::-1]).save(args.figure)
-        print(f"wrote {args.figure}: rows input, frame by frame, tracked, then |frame - frame before| x8 for "
+        print(f"wrote {args.figure}: rows input, frame by frame, tracked, then |frame - frame before| x32 for "
               f"frame by frame and tracked; frames {picks}")
 
 
