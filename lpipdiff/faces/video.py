@@ -21,9 +21,9 @@ import torch
 
 from ..checks import check_number, check_whole_number
 from ..config.defaults import DEFAULT_VIDEO_BATCH
-from ..io.video import Frame, VideoReport, rewrite_video
+from ..io.video import Frame, InvalidVideoError, VideoReport, rewrite_video
 from ..model.sampling import SamplingOptions, restore_faces
-from .restorer import FaceRestorer, to_bgr_uint8, to_rgb_float
+from .restorer import MAX_OUTPUT_PIXELS, FaceRestorer, to_bgr_uint8, to_rgb_float
 from .tracks import FaceTracker
 
 # The whole frame is searched for faces every this many frames (a face entering the shot is found
@@ -83,6 +83,10 @@ def restore_video(
     seen = {"frames": 0, "searched": 0}
 
     def process(frames: list[Frame]):
+        height, width = frames[0].image.shape[:2]
+        if height * width * restorer.upscale**2 > MAX_OUTPUT_PIXELS:
+            raise InvalidVideoError(f"{path}: {width}x{height} frames upscaled {restorer.upscale:g}x would exceed "
+                                    f"{MAX_OUTPUT_PIXELS / 1e6:.0f} megapixels; use a smaller upscale")
         helpers, crops, generators = [], [], []
         for frame in frames:
             helper = restorer.face_helper()

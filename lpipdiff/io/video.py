@@ -332,8 +332,10 @@ def rewrite_video(
                 flush()
             size = (writer.stream.width, writer.stream.height)
             placed = writer.finish()
-        except BaseException:
+        except BaseException as error:
             writer.abort()
+            if isinstance(error, _av().error.FFmpegError):  # reading errors are already InvalidVideoError
+                raise InvalidVideoError(f"{source}: the restored clip cannot be written ({_reason(error)})") from None
             raise
     frame_time = float(1 / reader.rate) if reader.rate else 0.0
     return VideoReport(output=placed, frames=writer.frames, seconds=writer.last_time + frame_time,
