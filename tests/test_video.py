@@ -325,6 +325,36 @@ def test_frames_stream_through_a_few_at_a_time(tmp_path):
     assert max(alive) <= 4  # at most the batch before, however long the clip
 
 
+def test_sound_mp4_cannot_hold_is_encoded_to_aac(tmp_path):
+    """A camera's MOV with PCM sound: MP4 cannot hold PCM, so the sound is encoded to AAC, same length."""
+    frames = clip_frames(12, height=48)
+    clip = tmp_path / "camera.mov"
+    output = av.open(str(clip), "w")
+    video = output.add_stream("libx264", rate=24)
+    video.width, video.height, video.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+    sound = output.add_stream("pcm_s16le", rate=22050)
+    sound.layout = "stereo"
+    for index, frame in enumerate(frames):
+        picture = av.VideoFrame.from_ndarray(frame, format="rgb24")
+        picture.pts = index
+        output.mux(video.encode(picture))
+    output.mux(video.encode(None))
+    tone = (np.sin(np.arange(11025) / 10) * 8000).astype(np.int16)  # half a second
+    for start in range(0, len(tone), 1000):
+        chunk = np.repeat(tone[None, start : start + 1000], 2, axis=0).T.reshape(1, -1).copy()
+        samples = av.AudioFrame.from_ndarray(chunk, format="s16", layout="stereo")
+        samples.sample_rate, samples.pts = 22050, start
+        output.mux(sound.encode(samples))
+    output.mux(sound.encode(None))
+    output.close()
+    report = rewrite_video(clip, tmp_path / "out.mp4", lambda batch: [frame.image for frame in batch])
+    assert report.audio == "encoded to AAC" and report.frames == 12
+    with av.open(str(tmp_path / "out.mp4")) as written:
+        stream = written.streams.audio[0]
+        assert (stream.codec_context.name, stream.rate) == ("aac", 22050)
+        assert sum(frame.samples for frame in written.decode(audio=0)) == pytest.approx(11025, abs=1100)
+
+
 def test_reader_refuses_a_long_clip_before_decoding(tmp_path):
     clip = write_clip(tmp_path / "long.mp4", clip_frames(6, height=48), audio=False)
     with pytest.raises(InvalidVideoError, match=r"longer than the limit of 0\.1 s \(0\.25 s\)"):
