@@ -5,7 +5,8 @@
 
 The page only: the work, its limits and the model live in :mod:`lpipdiff.serving.service`, configured by
 :class:`lpipdiff.serving.settings.ServingSettings` (read from ``LPIPDIFF_*`` variables here, at the edge).
-The restore function is served as the API endpoint ``restore`` (README: gradio_client).
+The restore function is served as the API endpoint ``restore`` (README: gradio_client), the video's as
+``restore_video``.
 """
 
 from __future__ import annotations
@@ -81,6 +82,24 @@ def restore_function(service: RestorationService, outputs: int):
     return restore
 
 
+def restore_video_function(service: RestorationService):
+    """The video endpoint: restore the faces of one clip, yielding (the restored MP4, status). The
+    clip runs in the service's heavy lane, under the same watchdog as a photo."""
+
+    def restore_video(video_path, seed=0, progress=gr.Progress()):
+        try:
+            request = service.video_request(video_path, seed=seed)
+            job = service.submit(request, progress)
+            while not job.finished(timeout=0.5):
+                yield gr.skip(), gr.skip()
+            result = job.result()
+        except USER_ERRORS as error:
+            raise gr.Error(public_message(error, video_path), print_exception=False) from None
+        yield result.video, result.status
+
+    return restore_video
+
+
 def build_demo(service: RestorationService) -> gr.Blocks:
     patch = service.patch_size
     settings = service.settings
@@ -132,6 +151,21 @@ def build_demo(service: RestorationService) -> gr.Blocks:
         examples = sorted(str(p) for p in EXAMPLES.glob("*.png"))
         if examples:
             gr.Examples(examples, inputs=[image], label="Examples (degraded: the astronaut; Grace Hopper, older adult)")
+        with gr.Accordion("Video", open=False):
+            gr.Markdown("Restore every face of a clip, steady from frame to frame, with its sound "
+                        f"(up to {settings.max_video_seconds:g} s; MP4, MOV, MKV, WebM, AVI).")
+            with gr.Row():
+                with gr.Column():
+                    clip = gr.Video(label="Clip", sources=["upload"], include_audio=True, height=300)
+                    clip_seed = gr.Number(0, precision=0, label="Seed")
+                    clip_button = gr.Button("Restore video", variant="primary", elem_id="restore-video-button")
+                with gr.Column():
+                    clip_result = gr.Video(label="Restored", height=300, interactive=False)
+                    clip_status = gr.Markdown(elem_id="video-status")
+        clip_button.click(lambda: "", outputs=[clip_status], queue=False, api_name=False).then(
+            restore_video_function(service), inputs=[clip, clip_seed], outputs=[clip_result, clip_status],
+            api_name="restore_video",
+        )
         # A new request first clears the last one's status and file, so an error never sits
         # under a stale "Restored ..." line.
         outputs = [slider, faces, uncertainty, download, status]

@@ -14,6 +14,7 @@ _EXPORTS = {
     "coordinate_channels": ".model.unet",
     "SamplingOptions": ".model.sampling",
     "FaceRestorer": ".faces.restorer",
+    "restore_video": ".faces.video",
     "load_pipeline": ".model.loading",
 }
 

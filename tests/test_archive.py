@@ -144,7 +144,7 @@ def test_two_processes_interrupted_and_resumed_restore_each_input_once(tmp_path)
     log = second.communicate(timeout=600)[0]
     assert second.returncode == 0, log
     assert f"{len(before)} of {count} inputs were restored by an earlier run" in log, log[-3000:]
-    assert f"restored {count} of {count} images" in log and f"({count - len(before)} this run, 2 process" in log
+    assert f"restored {count} of {count} inputs" in log and f"({count - len(before)} this run, 2 process" in log
     assert log.count("restore:") >= 1 and "[rank1]" not in log
 
     # Every input restored exactly once: those done before were not written again, the merged

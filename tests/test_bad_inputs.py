@@ -941,9 +941,10 @@ def test_bad_input_doc_matches_the_tests():
     rows = [line for line in (ROOT / "docs" / "BAD_INPUT.md").read_text().splitlines()
             if line.startswith("| ") and not line.startswith("| Input")]
     assert len(rows) >= 25
-    import test_hostile_inputs  # the hostile conditions' rows name cases of that module
+    import test_hostile_inputs  # the hostile conditions' and the videos' rows name cases of those modules
+    import test_video
 
-    names = {**vars(test_hostile_inputs), **globals()}
+    names = {**vars(test_hostile_inputs), **vars(test_video), **globals()}
     tables = {name: value for name, value in names.items() if name.endswith("_CASES")}
     for row in rows:
         cells = [cell.strip() for cell in row.strip("|").split(" | ")]

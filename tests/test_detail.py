@@ -9,7 +9,7 @@ from skimage import data
 
 from lpipdiff.faces.detail import keep_input_detail, low_band, output_scale
 from lpipdiff.faces.face_helper import FaceHelper
-from lpipdiff.faces.restorer import _to_bgr_uint8, _to_rgb_float
+from lpipdiff.faces.restorer import to_bgr_uint8, to_rgb_float
 from lpipdiff.io.images import list_images, load_image_file
 from lpipdiff.model.sampling import SamplingOptions
 
@@ -98,12 +98,12 @@ def test_a_face_larger_than_the_model_keeps_the_input_detail_and_is_still_restor
 def old_paste_back(restorer, photo, result):
     """facexlib's paste-back of ``result``'s faces exactly as FaceRestorer did before lpipdiff.faces.detail."""
     helper = FaceHelper(restorer.detector, result.faces[0].shape[0], restorer.template, restorer.upscale)
-    helper.read_image(_to_bgr_uint8(photo))
+    helper.read_image(to_bgr_uint8(photo))
     helper.affine_matrices = list(result.affines)
     helper.get_inverse_affine()
     for face in result.restored_faces:
-        helper.add_restored_face(_to_bgr_uint8(face))
-    return _to_rgb_float(helper.paste_faces_to_input_image())
+        helper.add_restored_face(to_bgr_uint8(face))
+    return to_rgb_float(helper.paste_faces_to_input_image())
 
 
 @pytest.mark.parametrize("upscale", [1, 2])

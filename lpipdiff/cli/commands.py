@@ -28,7 +28,7 @@ from ..arguments.options import (
     add_sampling_arguments,
     sampling_options,
 )
-from ..config.defaults import DEFAULT_DETAIL, DEFAULT_DETECTOR, DETECTOR_NAMES, PRESET_NAMES
+from ..config.defaults import DEFAULT_DETAIL, DEFAULT_DETECTOR, DEFAULT_MAX_SECONDS, DETECTOR_NAMES, PRESET_NAMES
 
 # Commands that parse their own options: (module with main(argv, prog), one-line help).
 DELEGATED = {
@@ -146,8 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, help: str) -> argparse.ArgumentParser:
         return commands.add_parser(name, help=help, description=help, formatter_class=HelpFormatter)
 
-    restore = command("restore", "restore aligned faces or whole photos")
-    restore.add_argument("inputs", nargs="+", help="image files and/or folders")
+    restore = command("restore", "restore aligned faces, whole photos or videos")
+    restore.add_argument("inputs", nargs="+", help="image or video files and/or folders (a video is written as "
+                                                   "NAME_restored.mp4, its faces restored as in --whole-photo)")
     restore.add_argument("-o", "--output", required=True, help="output folder (inputs are never overwritten)")
     restore.add_argument("--overwrite", action="store_true", help="replace output files that exist already")
     add_sampling_arguments(restore)
@@ -165,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="whole-photo: facexlib's RetinaFace backbone")
     add_face_weights_argument(restore)
     add_bg_upsampler_arguments(restore)
+    restore.add_argument("--max-seconds", type=float_range(0, None, low_open=True), default=DEFAULT_MAX_SECONDS,
+                         help="videos: refuse a clip longer than this")
     restore.add_argument("--recursive", action="store_true",
                          help="restore the images of every subfolder too, keeping the folder structure under OUTPUT "
                               "(implies --archive)")

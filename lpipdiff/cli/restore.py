@@ -1,7 +1,7 @@
 """Restoring files: one planner and one loop for every way the CLI restores (and degrades).
 
 :func:`plan_inputs` turns the names a user gave into :class:`WorkItem` s (an input, its output,
-and its kind: ``image``), the same in every process and every run; :func:`resume_plan` decides
+and its kind: ``image`` or ``video``), the same in every process and every run; :func:`resume_plan` decides
 which of them are left to do (from the archive's manifest, or from nothing for a plain run);
 :func:`restore_items` is the loop that restores them, writing the manifest when there is one.
 :func:`restore_command` is ``lpipdiff restore``: a plain run, or a resumable archive run (see
@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..io.safe_files import taken
+from ..io.video import VIDEO_EXTENSIONS
 from .archive import FINAL, Manifest, ManifestError, OutputLock, merged_summary, owns, read_records, up_to_date
 
 # What a folder yields, by kind of work: the suffixes of its files, and the suffix of each output.
-INPUT_SUFFIXES = {"image": (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")}
-OUTPUT_SUFFIX = {"image": ".png"}
+INPUT_SUFFIXES = {"image": (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"), "video": VIDEO_EXTENSIONS}
+OUTPUT_SUFFIX = {"image": ".png", "video": ".mp4"}
 # One bad file must not stop a batch: these end one file's work with its message (an unreadable
 # image is an InvalidImageError, a ValueError).
 FILE_ERRORS = (ValueError, OSError, RuntimeError, MemoryError)
@@ -34,7 +35,7 @@ NOTHING_TO_DO = "nothing to restore"
 
 @dataclass(frozen=True)
 class WorkItem:
-    """One unit of work: read ``input``, write ``output``; ``kind`` says how (``image``)."""
+    """One unit of work: read ``input``, write ``output``; ``kind`` says how (``image``, ``video``)."""
 
     input: Path
     output: Path
@@ -56,20 +57,21 @@ class InputPlan:
     skipped: list[tuple[Path, str]] = field(default_factory=list)
 
     def warnings(self) -> list[str]:
-        return [f"{folder}: {why}; its images were skipped" for folder, why in self.skipped]
+        return [f"{folder}: {why}; its files were skipped" for folder, why in self.skipped]
 
 
-def kind_of(path: Path) -> str | None:
+def kind_of(path: Path, kinds: Iterable[str] = tuple(INPUT_SUFFIXES)) -> str | None:
     suffix = path.suffix.lower()
-    return next((kind for kind, suffixes in INPUT_SUFFIXES.items() if suffix in suffixes), None)
+    return next((kind for kind in kinds if suffix in INPUT_SUFFIXES[kind]), None)
 
 
 def hidden(path: Path, root: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
-def find_inputs(folder: Path, recursive: bool, skipped: list[tuple[Path, str]]) -> list[Path]:
-    """The input files in ``folder`` (and its subfolders when ``recursive``), sorted; hidden files and
+def find_inputs(folder: Path, recursive: bool, skipped: list[tuple[Path, str]],
+                kinds: Iterable[str] = ("image",)) -> list[Path]:
+    """The input files of ``kinds`` in ``folder`` (and its subfolders when ``recursive``), sorted; hidden files and
     folders are skipped. A subfolder that cannot be read, or a link to a folder outside ``folder``,
     is left out and added to ``skipped`` with why."""
     found = []
@@ -87,13 +89,13 @@ def find_inputs(folder: Path, recursive: bool, skipped: list[tuple[Path, str]]) 
                 if target != root and root not in target.parents:
                     skipped.append((path, f"a link to a folder outside {folder}"))
         folders[:] = [] if not recursive else sorted(f for f in folders if not f.startswith("."))
-        found += [current / name for name in files if not name.startswith(".") and kind_of(Path(name))
+        found += [current / name for name in files if not name.startswith(".") and kind_of(Path(name), kinds)
                   and (current / name).is_file()]
     return sorted(found)
 
 
 def numbered_output(source: Path, folder: Path, suffix: str, kind: str, claimed: set[Path]) -> Path:
-    """``FOLDER/STEM_SUFFIX.png``, else ``..._1.png``, ``..._2.png``: never a path in ``claimed``
+    """``FOLDER/STEM_SUFFIX.png`` (``.mp4`` for a video), else ``..._1.png``, ``..._2.png``: never a path in ``claimed``
     (the inputs, the outputs already planned), which it joins."""
     extension = OUTPUT_SUFFIX[kind]
     target = folder / f"{source.stem}_{suffix}{extension}"
@@ -106,8 +108,9 @@ def numbered_output(source: Path, folder: Path, suffix: str, kind: str, claimed:
 
 
 def plan_inputs(inputs: Iterable[str | Path], output_dir: Path, recursive: bool = False, suffix: str = "restored",
-                skip_output_tree: bool = False) -> InputPlan:
-    """Every input with its output, the same in every process and every run.
+                skip_output_tree: bool = False, kinds: Iterable[str] = ("image",)) -> InputPlan:
+    """Every input of ``kinds`` (``image``, ``video``) with its output, the same in every process and
+    every run; a video is one work item.
 
     Files named directly go to the top of ``output_dir``; a folder's files too, or with ``recursive``
     under the same subfolders. A file named twice (itself and in its folder) is done once. With
@@ -120,12 +123,13 @@ def plan_inputs(inputs: Iterable[str | Path], output_dir: Path, recursive: bool 
     for name in inputs:
         path = Path(name)
         if path.is_dir():
-            found = find_inputs(path, recursive, plan.skipped)
+            found = find_inputs(path, recursive, plan.skipped, kinds)
             if skip_output_tree:
                 found = [p for p in found if out_root not in p.resolve().parents]
             if not found:
-                extensions = sorted({s for suffixes in INPUT_SUFFIXES.values() for s in suffixes})
-                plan.problems.append(f"{path}: folder has no images ({', '.join(extensions)})")
+                extensions = sorted({s for kind in kinds for s in INPUT_SUFFIXES[kind]})
+                what = " or ".join(f"{kind}s" for kind in kinds)
+                plan.problems.append(f"{path}: folder has no {what} ({', '.join(extensions)})")
             pairs += [(p, p.relative_to(path).parent) for p in found]
         elif path.is_file():
             pairs.append((path, Path()))
@@ -137,7 +141,7 @@ def plan_inputs(inputs: Iterable[str | Path], output_dir: Path, recursive: bool 
         if source.resolve() in seen:
             continue
         seen.add(source.resolve())
-        kind = kind_of(source) or "image"  # a file named directly is read as an image, or refused
+        kind = kind_of(source, kinds) or "image"  # a file named directly is read as an image, or refused
         plan.items.append(WorkItem(source, numbered_output(source, output_dir / folder, suffix, kind, claimed), kind))
     return plan
 
@@ -176,7 +180,7 @@ def report(problems: Iterable[str]) -> None:
 
 def summary(verb: str, count: int, total: int, output_dir: Path, plan: InputPlan | None = None) -> str:
     skipped = f"; {len(plan.skipped)} folder(s) skipped (see the warnings)" if plan and plan.skipped else ""
-    return f"{verb} {count} of {total} images into {output_dir}{skipped}"
+    return f"{verb} {count} of {total} inputs into {output_dir}{skipped}"
 
 
 def prepare_output_folder(folder: Path) -> str | None:
@@ -205,6 +209,23 @@ class Progress:
 
     def write(self, text: str) -> None:
         self.bar.write(text, file=sys.stderr)
+
+    @contextlib.contextmanager
+    def frames(self, name: str):
+        """A second bar for the frames of one video (frames a second, time left); yields the
+        ``on_frames(done, total)`` callback of :func:`~lpipdiff.faces.video.restore_video`."""
+        from tqdm.auto import tqdm
+
+        bar = tqdm(desc=name, unit="frame", leave=False, disable=self.bar.disable, position=1)
+
+        def on_frames(done: int, total: int) -> None:
+            bar.total = total or None
+            bar.update(done - bar.n)
+
+        try:
+            yield on_frames
+        finally:
+            bar.close()
 
     def show_step(self, pipe, step, timestep, callback_kwargs):
         """A step callback of the pipeline: the step of the image under way."""
@@ -317,15 +338,16 @@ class JobProgress(Progress):
 # ---------------------------------------------------------------- lpipdiff restore
 
 
-def load_restorers(args, sampling, device=None):
-    """The pipeline and, for whole photos, the :class:`FaceRestorer` (with its background upscaler)."""
+def load_restorers(args, sampling, device=None, videos: bool = False):
+    """The pipeline and, for whole photos and ``videos``, the :class:`FaceRestorer` (with its background
+    upscaler)."""
     from ..arguments.options import face_weights
     from ..model.loading import load_pipeline
 
     pipeline = load_pipeline(args.model, scheduler=sampling.scheduler, device=device or args.device,
                              backend=args.backend)
     restorer = None
-    if args.whole_photo:
+    if args.whole_photo or videos:
         from ..faces.restorer import FaceRestorer
 
         upsampler = None
@@ -339,12 +361,28 @@ def load_restorers(args, sampling, device=None):
     return pipeline, restorer
 
 
-def restore_one(pipeline, restorer, sampling, callback=None):
-    """``restore(item) -> (image, faces)`` for one work item."""
+def restore_one(pipeline, restorer, sampling, progress: Progress, may_replace: Callable[[WorkItem], bool],
+                max_seconds: float | None = None):
+    """``restore(item) -> (image, faces)`` for one work item; a video is written in place as it is
+    restored (``image`` None), replacing a file there only when ``may_replace(item)``."""
     from ..io.images import load_image_file
     from ..model.sampling import restore_faces
 
+    callback = progress.show_step
+
     def restore(item: WorkItem):
+        if item.kind == "video":
+            from ..faces.video import restore_video
+
+            with progress.frames(item.input.name) as on_frames:
+                result = restore_video(item.input, item.output, restorer, sampling, overwrite=may_replace(item),
+                                       max_seconds=max_seconds, on_frames=on_frames)
+            if result.report.unreadable:
+                progress.write(f"warning: {item.input}: {result.report.unreadable} unreadable frame(s), each "
+                               "replaced by the frame before")
+            if not result.faces:
+                progress.write(f"note: {item.input}: no face in any frame; its frames were copied through")
+            return None, result.faces
         image = load_image_file(item.input)
         if restorer is not None:
             result = restorer.restore(image, sampling, callback_on_step_end=callback)
@@ -380,7 +418,7 @@ def restore_command(args, sampling, resumable: bool) -> int:
     else:
         state, main, device = None, True, args.device
     output_dir = Path(args.output)
-    plan = plan_inputs(args.inputs, output_dir, args.recursive, skip_output_tree=resumable)
+    plan = plan_inputs(args.inputs, output_dir, args.recursive, skip_output_tree=resumable, kinds=("image", "video"))
     lock = OutputLock(output_dir)
     problem = prepare_output_folder(output_dir) if main else None
     if main and not problem and plan.items:
@@ -429,19 +467,25 @@ def restore_plan(args, sampling, plan: InputPlan, output_dir: Path, state, devic
             report([NOTHING_TO_DO])
         return 1
     try:
-        pipeline, restorer = load_restorers(args, sampling, device=device) if todo else (None, None)
+        videos = any(item.kind == "video" for item in todo)
+        pipeline, restorer = load_restorers(args, sampling, device=device, videos=videos) if todo else (None, None)
     except (ModelLoadError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
+    def may_replace(item: WorkItem) -> bool:
+        return args.overwrite or item.output in replace
+
     def save(image, item):
-        save_image(image, item.output, overwrite=args.overwrite or item.output in replace)
+        if item.kind == "image":  # a video was written in place as it was restored
+            save_image(image, item.output, overwrite=may_replace(item))
 
     if state is None:
         progress = Progress(len(todo))
         stopped = None
         try:
-            failed = restore_items(todo, restore_one(pipeline, restorer, sampling, progress.show_step), save, progress)
+            restore = restore_one(pipeline, restorer, sampling, progress, may_replace, args.max_seconds)
+            failed = restore_items(todo, restore, save, progress)
         except NoSpaceError as error:
             failed, stopped = None, error
         progress.finish()
@@ -460,8 +504,8 @@ def restore_plan(args, sampling, plan: InputPlan, output_dir: Path, state, devic
     with state.split_between_processes(todo) as share:
         try:
             if share:
-                failed = restore_items(share, restore_one(pipeline, restorer, sampling, progress.show_step), save,
-                                       progress, manifest)
+                restore = restore_one(pipeline, restorer, sampling, progress, may_replace, args.max_seconds)
+                failed = restore_items(share, restore, save, progress, manifest)
         except (NoSpaceError, ManifestError) as error:
             stopped = error
             progress.write(f"error: {error.strerror if isinstance(error, NoSpaceError) else error}")

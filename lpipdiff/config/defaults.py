@@ -61,3 +61,9 @@ MAX_DETAIL = 1.0
 # square) and the pixels neighbouring tiles share (blended).
 DEFAULT_BG_TILE = 256
 DEFAULT_BG_OVERLAP = 32
+
+# Videos (lpipdiff.faces.video): frames restored together (their faces form one batch of the
+# pipeline; memory holds this many frames), and the longest clip the command line takes unless told
+# otherwise (--max-seconds).
+DEFAULT_VIDEO_BATCH = 8
+DEFAULT_MAX_SECONDS = 600.0

@@ -78,11 +78,13 @@ class PhotoRestoration:
     faces_found: int = 0  # before ``max_faces`` kept the largest
 
 
-def _to_bgr_uint8(image: np.ndarray) -> np.ndarray:
+def to_bgr_uint8(image: np.ndarray) -> np.ndarray:
+    """Float RGB in [0, 1] as facexlib's BGR uint8."""
     return np.ascontiguousarray(to_uint8(image)[..., ::-1])
 
 
-def _to_rgb_float(image: np.ndarray) -> np.ndarray:
+def to_rgb_float(image: np.ndarray) -> np.ndarray:
+    """facexlib's BGR uint8 as float RGB in [0, 1]."""
     return np.ascontiguousarray(image[..., ::-1]).astype(np.float32) / 255.0
 
 
@@ -172,19 +174,15 @@ class FaceRestorer:
                 f"a {width}x{height} photo upscaled {upscale:g}x would exceed {MAX_OUTPUT_PIXELS / 1e6:.0f} "
                 "megapixels; use a smaller upscale or photo"
             )
-        helper = FaceHelper(self.detector, self.pipeline.unet.config.face_size, self.template, upscale)
-        helper.read_image(_to_bgr_uint8(image))
-        found = helper.detect()
-        sides = helper.face_sides()
-        keep = sorted((i for i in range(found) if sides[i] >= self.min_face_size), key=lambda i: -sides[i])
-        keep = sorted(keep[: 1 if self.only_largest else max_faces])
-        if not keep:
+        helper = self.face_helper(upscale)
+        helper.read_image(to_bgr_uint8(image))
+        found = self.find_faces(helper, max_faces)
+        if not helper.det_faces:
             raise NoFaceError(
                 "no face found" + (f" of at least {self.min_face_size} pixels" if self.min_face_size else "")
                 + "; for an already aligned face, turn whole-photo mode off"
             )
-        helper.keep(keep)
-        faces = [_to_rgb_float(face) for face in helper.align()]
+        faces = [to_rgb_float(face) for face in helper.align()]
         generator = generator if generator is not None else torch.Generator().manual_seed(sampling.seed)
         result = restore_faces(self.pipeline, faces, sampling, generator=_split_generator(generator, len(faces)),
                                callback_on_step_end=callback_on_step_end)
@@ -193,10 +191,10 @@ class FaceRestorer:
             expected = (int(height * upscale), int(width * upscale), 3)
             if background.shape != expected:
                 raise ValueError(f"the upscaled background is {background.shape}, expected {expected}")
-            upscaled = _to_bgr_uint8(background)
-        elif background and self.bg_upsampler is not None:
-            upscaled = _to_bgr_uint8(self.bg_upsampler(image, upscale))
-        photo = _to_rgb_float(helper.paste([_to_bgr_uint8(face) for face in result.images], detail, upscaled))
+            upscaled = to_bgr_uint8(background)
+        elif background:
+            upscaled = self.upscaled_background(image, upscale)
+        photo = to_rgb_float(helper.paste([to_bgr_uint8(face) for face in result.images], detail, upscaled))
         return PhotoRestoration(
             image=photo,
             faces=faces,
@@ -206,6 +204,28 @@ class FaceRestorer:
             affines=[affine.copy() for affine in helper.affine_matrices],
             faces_found=found,
         )
+
+
+    def face_helper(self, upscale: float | None = None) -> FaceHelper:
+        """An empty helper for one photo (or frame) with this restorer's detector and template."""
+        upscale = self.upscale if upscale is None else upscale
+        return FaceHelper(self.detector, self.pipeline.unet.config.face_size, self.template, upscale)
+
+    def find_faces(self, helper: FaceHelper, max_faces: int | None = None, regions=None) -> int:
+        """Detect the faces of the photo ``helper`` holds (only in ``regions`` when given, see
+        :meth:`FaceHelper.detect`) and keep those this restorer restores (at least ``min_face_size``;
+        the largest one or ``max_faces``), in the detector's order. Returns how many were found
+        before that choice."""
+        found = helper.detect(regions)
+        sides = helper.face_sides()
+        keep = sorted((i for i in range(found) if sides[i] >= self.min_face_size), key=lambda i: -sides[i])
+        helper.keep(sorted(keep[: 1 if self.only_largest else max_faces]))
+        return found
+
+    def upscaled_background(self, image: np.ndarray, upscale: float) -> np.ndarray | None:
+        """The background upscaler's photo (BGR uint8), or None when the restorer has none (the
+        paste-back then resizes the photo itself)."""
+        return None if self.bg_upsampler is None else to_bgr_uint8(self.bg_upsampler(image, upscale))
 
 
 def _split_generator(generator: torch.Generator, count: int) -> list[torch.Generator]:

@@ -100,18 +100,40 @@ def install_tree(staging: Path, output: Path, overwrite: bool = False) -> list[P
             raise OutputExistsError(f"{folder} exists and is not a folder; it was kept")
     refuse_existing(targets, overwrite)
     for source, target in zip(files, targets):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if overwrite:
-            if target.is_dir() and not target.is_symlink():
-                raise IsADirectoryError(f"{target} is a folder; it was kept")
-            os.replace(source, target)
-            continue
-        try:
-            os.link(source, target)
-        except FileExistsError:
-            raise OutputExistsError(kept_message(target)) from None
-        except OSError:  # no hard links here (some network and FAT file systems): copy exclusively
-            _write_new(target, source.read_bytes())
-        source.unlink()
+        place_file(source, target, overwrite)
     shutil.rmtree(staging, ignore_errors=True)
     return targets
+
+
+def partial_name(path: str | os.PathLike) -> Path:
+    """A hidden temporary name beside ``path`` for a file written over time (a video), so that an
+    interrupted write never leaves a file at ``path`` that looks complete."""
+    return _temporary_name(Path(path))
+
+
+def place_file(source: Path, target: Path, overwrite: bool = False) -> Path:
+    """Move the finished file ``source`` to ``target`` (same file system): exclusively (a hard link,
+    which never replaces nor follows what sits at ``target``), or replacing it with ``overwrite``."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if overwrite:
+        if target.is_dir() and not target.is_symlink():
+            raise IsADirectoryError(f"{target} is a folder; it was kept")
+        os.replace(source, target)
+        return target
+    try:
+        os.link(source, target)
+    except FileExistsError:
+        raise OutputExistsError(kept_message(target)) from None
+    except OSError:  # no hard links here (some network and FAT file systems): copy exclusively
+        try:
+            handle = os.open(target, EXCLUSIVE, 0o666)
+        except FileExistsError:
+            raise OutputExistsError(kept_message(target)) from None
+        try:
+            with os.fdopen(handle, "wb") as copy, open(source, "rb") as original:
+                shutil.copyfileobj(original, copy)
+        except BaseException:
+            target.unlink(missing_ok=True)  # ours, created a moment ago, and incomplete
+            raise
+    source.unlink()
+    return target

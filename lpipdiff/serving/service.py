@@ -26,6 +26,7 @@ from ..checks import check_number, check_whole_number
 from ..config.defaults import DEFAULT_DETAIL, MAX_DETAIL, default_stride
 from ..faces.restorer import FaceRestorer, NoFaceError
 from ..io.images import MAX_PIXELS, InvalidImageError, load_image_file, save_image
+from ..io.video import InvalidVideoError
 from ..model.loading import ModelLoadError, load_pipeline
 from ..model.patches import PatchGrid
 from ..model.sampling import SamplingOptions, restore_faces
@@ -40,7 +41,7 @@ class RequestStopped(Exception):
 
 
 # What a visitor is told in one line; anything else is a bug and keeps its traceback in the log.
-USER_ERRORS = (InvalidImageError, NoFaceError, ModelLoadError, ValueError, RequestStopped)
+USER_ERRORS = (InvalidImageError, InvalidVideoError, NoFaceError, ModelLoadError, ValueError, RequestStopped)
 
 
 class Tally:
@@ -92,6 +93,23 @@ class RestoreRequest:
     detail: float = DEFAULT_DETAIL
     upscale: int = 1
     background: bool = False  # whole photos: upscale the background with the settings' upscaler
+
+
+@dataclass(frozen=True)
+class VideoRequest:
+    """One visitor's clip, validated: every face of every frame, restored as ``sampling`` says."""
+
+    video_path: str
+    sampling: SamplingOptions
+    samples: int = 1  # one restoration of the clip (the work of a frame is counted as a photo's)
+
+
+@dataclass
+class ClipRestoration:
+    """The restored clip (an MP4 file to show and download) and a status line."""
+
+    video: str
+    status: str
 
 
 @dataclass
@@ -195,7 +213,8 @@ class RestorationService:
             f"{s.max_steps} steps and {s.max_samples} samples, and {s.max_work} patch restorations a request "
             "(faces x samples x steps x patches per step; the largest faces are kept; background upscaling counts "
             f"{s.bg_work_per_megapixel} a megapixel). Grayscale, RGBA (alpha is "
-            "dropped) and 16-bit images are accepted."
+            f"dropped) and 16-bit images are accepted. Videos up to {s.max_video_seconds:g} s, each frame within the "
+            "same work limit, the whole clip within the time limit."
         )
 
     def request(self, image_path, mode: str = "Auto", samples=1, detail=DEFAULT_DETAIL, upscale=1, background=False,
@@ -216,7 +235,16 @@ class RestorationService:
             raise ValueError(f"background must be true or false, got {background!r}")
         return RestoreRequest(str(image_path), mode, options, samples, detail, upscale, background)
 
-    def work_per_face(self, request: RestoreRequest) -> int:
+    def video_request(self, video_path, **sampling) -> VideoRequest:
+        """A clip's request from the form's (or the API's) values, validated like a photo's."""
+        if not video_path:
+            raise InvalidVideoError("upload a video first")
+        sampling = {name: whole_if_integral(value) for name, value in sampling.items()}
+        options = SamplingOptions(**sampling)
+        check_whole_number("steps", options.steps, 1, self.settings.max_steps)
+        return VideoRequest(str(video_path), options)
+
+    def work_per_face(self, request: RestoreRequest | VideoRequest) -> int:
         """UNet patch evaluations to restore one face: samples x steps x patches a step."""
         config = self.pipeline.unet.config
         stride = request.sampling.stride or default_stride(config.patch_size)
@@ -244,8 +272,9 @@ class RestorationService:
     def submit(self, request: RestoreRequest, progress: Callable | None = None) -> Job:
         """Queue the request in its lane; ``progress((done, total), desc=...)`` is called as it goes."""
         try:
-            light = self.work_per_face(request) <= self.settings.light_work and not request.background
-            lane = "light" if light else "heavy"
+            light = (isinstance(request, RestoreRequest) and not request.background
+                     and self.work_per_face(request) <= self.settings.light_work)
+            lane = "light" if light else "heavy"  # a clip is many requests' work
         except ValueError:
             lane = "heavy"  # a stride the model refuses: the restoration explains it, in either lane
         watchdog = Watchdog(self.settings.max_seconds, self.settings.abandoned_after)
@@ -257,7 +286,8 @@ class RestorationService:
     def _counted(self, request: RestoreRequest, watchdog: Watchdog, progress) -> Restoration:
         self.tally.add("running", 1)
         try:
-            return self.restore(request, watchdog, progress)
+            work = self.restore_clip if isinstance(request, VideoRequest) else self.restore
+            return work(request, watchdog, progress)
         finally:
             self.tally.add("running", -1)
 
@@ -312,6 +342,44 @@ class RestorationService:
                 self.tally.add("stopped", 1)
                 raise RequestStopped(watchdog.reason)
         return self.present(image, request, outputs, note, time.perf_counter() - started)
+
+    def restore_clip(self, request: VideoRequest, watchdog: Watchdog, progress=None) -> ClipRestoration:
+        """The work of one clip (in the heavy lane's thread): refused beyond ``max_video_seconds``,
+        each frame's faces held to ``max_work``, stopped by the watchdog like a photo."""
+        from ..faces.video import restore_video
+
+        watchdog.start()
+        started = time.perf_counter()
+        max_faces = self.affordable_faces(request)
+        restorer = self.face_restorer
+
+        def on_step(pipe, step, timestep, callback_kwargs):
+            if watchdog.expired():
+                pipe._interrupt = True
+            return {}
+
+        def on_frames(done: int, total: int) -> None:
+            if watchdog.expired():
+                raise RequestStopped(watchdog.reason)
+            if progress is not None:
+                progress((done, total or done), desc="frames")
+
+        output = Path(tempfile.mkdtemp(prefix="lpipdiff-")) / f"{Path(request.video_path).stem}_restored.mp4"
+        try:
+            result = restore_video(request.video_path, output, restorer, request.sampling,
+                                   max_seconds=self.settings.max_video_seconds, max_faces=max_faces,
+                                   on_frames=on_frames, callback_on_step_end=on_step)
+        except RequestStopped:
+            self.tally.add("stopped", 1)
+            raise
+        report = result.report
+        found = (f"Restored {result.faces} face(s) in {result.frames_with_faces} of {report.frames} frames"
+                 if result.faces else f"No face in any of the {report.frames} frames: the clip was copied through")
+        sound = {"copied": "sound copied", "encoded to AAC": "sound encoded to AAC", "none": "no sound"}[report.audio]
+        seconds = time.perf_counter() - started
+        status = (f"{found}, {report.size[0]}x{report.size[1]}, {sound}, in {seconds:.1f} s "
+                  f"({report.frames / max(seconds, 1e-9):.1f} frames a second).")
+        return ClipRestoration(str(output), status)
 
     def looks_aligned(self, image: np.ndarray) -> bool:
         height, width = image.shape[:2]

@@ -53,6 +53,8 @@ class ServingSettings:
             second (docs/BENCHMARKS.md), so a CPU Space refuses it under the default ``max_work``;
             on a GPU lower this and raise ``max_work`` to match the GPU's speed.
         max_upscale: the largest output upscale factor a visitor may ask for.
+        max_video_seconds: a longer clip is refused before any frame is restored; each frame's
+            faces are held to ``max_work`` (the largest kept), and the whole clip to ``max_seconds``.
         aligned_max_side, aligned_max_aspect: in Auto mode an image without a detected face is
             restored as an aligned face only when it looks like one (this small and this square).
     """
@@ -76,6 +78,7 @@ class ServingSettings:
     bg_tile: int = 256
     bg_work_per_megapixel: int = 115_000
     max_upscale: int = 4
+    max_video_seconds: float = 10.0
 
     def __post_init__(self):
         if self.backend not in BACKEND_NAMES:
