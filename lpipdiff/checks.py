@@ -154,6 +154,30 @@ def checked_template(template, templates: dict):
     return array
 
 
+def checked_background(background, height: int, width: int):
+    """``FaceRestorer.restore``'s ``background``: True or False, or the upscaled photo itself (float
+    RGB in [0, 1], ``height`` x ``width``), which goes under the faces as it is, so a wrong one would
+    be a wrong photo rather than an error."""
+    import numpy as np
+
+    if isinstance(background, (bool, np.bool_)):
+        return bool(background)
+    if not isinstance(background, np.ndarray):
+        raise TypeError(f"background must be True, False or the upscaled photo as a numpy array, got "
+                        f"{type(background).__name__}")
+    expected = (height, width, 3)
+    if background.shape != expected:
+        raise ValueError(f"the upscaled background is {background.shape}, expected {expected}")
+    if background.dtype.kind != "f":
+        raise ValueError(f"the upscaled background must be float RGB in [0, 1], got dtype {background.dtype}")
+    if not np.isfinite(background).all():
+        raise ValueError("the upscaled background holds NaN or infinite values")
+    if background.min() < 0 or background.max() > 1:
+        raise ValueError(f"the upscaled background must lie in [0, 1], got values in "
+                         f"[{background.min():.3g}, {background.max():.3g}]")
+    return background
+
+
 def check_restorer_settings(detector, detectors, upscale, only_largest, min_face_size, detail, max_detail) -> None:
     import numpy as np
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -256,3 +258,429 @@ def test_a_bad_cached_graph_is_exported_again(saved_pipeline, tmp_path, damage):
         expected = torch_prediction(reference.unet, inputs)
     assert (fast.unet(inputs[0], torch.tensor(321), *inputs[1:]) - expected).abs().max() < FP32_TOLERANCE
     assert sorted(p.name for p in cache.iterdir()) == [cached.name]  # no partial file left
+
+
+# ---------------------------------------------------------------- the Python API: objects that are not what they seem
+def restore_all_with(batch_size):
+    def call(pipeline):
+        from lpipdiff.model.sampling import SamplingOptions, restore_all
+
+        return restore_all(pipeline, [np.full((32, 32, 3), 0.5, np.float32)] * 3, SamplingOptions(steps=1),
+                           batch_size=batch_size)
+    return call
+
+
+def pipeline_on(image):
+    return lambda pipeline: pipeline(image, num_inference_steps=1)
+
+
+HOSTILE_API_CASES = {
+    "restore_all batch_size -1": (restore_all_with(-1), r"batch_size must be a whole number of at least 1, got -1"),
+    "restore_all batch_size 0": (restore_all_with(0), r"batch_size must be a whole number of at least 1, got 0"),
+    "restore_all batch_size 2.5": (restore_all_with(2.5), r"batch_size must be a whole number of at least 1, got 2\.5"),
+    "restore_all batch_size True": (restore_all_with(True), r"batch_size must be a whole number"),
+    "an image tensor on the meta device": (lambda p: p(meta_tensor(), num_inference_steps=1),
+                                           "the tensor is on the meta device: it has a shape but no pixels"),
+    "a sparse image tensor": (lambda p: p(dense(3, 32, 32).to_sparse(), num_inference_steps=1),
+                              r"a sparse_coo tensor; pass a plain one"),
+    "an int16 image tensor": (lambda p: p((dense(3, 32, 32) * 100).short(), num_inference_steps=1),
+                              "unsupported pixel type int16"),
+    "a complex image tensor": (lambda p: p(dense(3, 32, 32).to(complex_dtype()), num_inference_steps=1),
+                               "unsupported pixel type complex64"),
+    "a bool image tensor": (lambda p: p(dense(3, 32, 32) > 0.5, num_inference_steps=1), "unsupported pixel type bool"),
+}
+
+
+def meta_tensor():
+    import torch
+
+    return torch.zeros(3, 32, 32, device="meta")
+
+
+def dense(*shape):
+    import torch
+
+    return torch.rand(*shape, generator=torch.Generator().manual_seed(0))
+
+
+def complex_dtype():
+    import torch
+
+    return torch.complex64
+
+
+@pytest.mark.parametrize("case", HOSTILE_API_CASES)
+def test_hostile_api_values(case, pipeline):
+    call, message = HOSTILE_API_CASES[case]
+    with pytest.raises((ValueError, TypeError)) as raised:  # InvalidImageError is a ValueError
+        call(pipeline)
+    assert re.search(message, str(raised.value)) and "\n" not in str(raised.value)
+
+
+def test_a_uint8_tensor_means_what_a_uint8_array_means(pipeline):
+    """Once read as floats of 0..255 and refused as out of range; now 0..255 as for an array."""
+    import torch
+
+    from lpipdiff.io.images import to_rgb_array
+
+    array = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(to_rgb_array(torch.from_numpy(array).permute(2, 0, 1)), to_rgb_array(array))
+
+
+def test_an_interrupted_pipeline_says_so(pipeline):
+    def stop_at_first_step(pipe, step, timestep, callback_kwargs):
+        pipe._interrupt = True
+        return {}
+
+    face = np.full((32, 32, 3), 0.5, np.float32)
+    stopped = pipeline(face, fidelity=None, num_inference_steps=4, callback_on_step_end=stop_at_first_step)
+    assert stopped.interrupted
+    assert not pipeline(face, fidelity=None, num_inference_steps=4).interrupted  # reset for the next call
+    last = pipeline(face, fidelity=None, num_inference_steps=1, callback_on_step_end=stop_at_first_step)
+    assert not last.interrupted  # stopped after its last step: nothing was left out
+
+
+@pytest.mark.slow
+def test_an_interrupted_whole_photo_says_so():
+    from skimage import data
+
+    from lpipdiff.model.sampling import SamplingOptions
+
+    from conftest import face_restorer, tiny_pipeline
+
+    def stop(pipe, step, timestep, callback_kwargs):
+        pipe._interrupt = True
+        return {}
+
+    restorer = face_restorer(tiny_pipeline(face_size=32, patch_size=16))
+    options = SamplingOptions(fidelity=None, steps=3)
+    assert restorer.restore(data.astronaut(), options, callback_on_step_end=stop).interrupted
+    assert not restorer.restore(data.astronaut(), options).interrupted
+
+
+# ---------------------------------------------------------------- a whole photo's background given as an array
+def photo_background(change):
+    def make():
+        background = np.full((512, 512, 3), 0.5, np.float32)
+        return change(background)
+    return make
+
+
+HOSTILE_BACKGROUND_CASES = {
+    "a background holding NaN": (photo_background(lambda b: np.where(b > 0, np.nan, b)),
+                                 "the upscaled background holds NaN or infinite values"),
+    "a background holding infinity": (photo_background(lambda b: np.full_like(b, np.inf)), "NaN or infinite"),
+    "a background of uint8": (photo_background(lambda b: (b * 255).astype(np.uint8)),
+                              r"must be float RGB in \[0, 1\], got dtype uint8"),
+    "a background of int64": (photo_background(lambda b: b.astype(np.int64)), "got dtype int64"),
+    "a background of 0..255 floats": (photo_background(lambda b: b * 255), r"must lie in \[0, 1\]"),
+    "a background of another size": (photo_background(lambda b: b[:100]),
+                                     r"the upscaled background is \(100, 512, 3\)"),
+    "a background as a tensor": (photo_background(lambda b: __import__("torch").from_numpy(b)),
+                                 "background must be True, False or the upscaled photo as a numpy array, got Tensor"),
+    "a background as text": (photo_background(lambda b: "yes"), "background must be True, False or the upscaled photo"),
+}
+
+
+@pytest.fixture(scope="module")
+def photo_restorer():
+    from conftest import face_restorer, tiny_pipeline
+
+    return face_restorer(tiny_pipeline(face_size=32, patch_size=16))
+
+
+@pytest.mark.parametrize("case", HOSTILE_BACKGROUND_CASES)
+def test_hostile_backgrounds(case, photo_restorer, monkeypatch):
+    from skimage import data
+
+    from lpipdiff.model import sampling
+
+    make, message = HOSTILE_BACKGROUND_CASES[case]
+    monkeypatch.setattr(sampling, "restore_faces", None)  # refused before any face is restored
+    with pytest.raises((ValueError, TypeError), match=message):
+        photo_restorer.restore(data.astronaut(), background=make())
+
+
+# ---------------------------------------------------------------- background upscalers: tampered weights and caches
+def compact_state():
+    import torch
+    from spandrel.architectures.Compact import Compact
+
+    torch.manual_seed(0)
+    return Compact(num_feat=8, num_conv=2, upscale=2).state_dict()
+
+
+def upscaler_file(name: str, change=lambda state: None) -> Callable:
+    def make(folder: Path) -> Path:
+        import torch
+        from safetensors.torch import save_file
+
+        state = compact_state()
+        change(state)
+        path = folder / name
+        save_file(state, path) if name.endswith(".safetensors") else torch.save(state, path)
+        return path
+    return make
+
+
+def fill_first(value):
+    return lambda state: state[sorted(k for k in state if state[k].dtype.is_floating_point)[0]].fill_(value)
+
+
+def a_fifo(name: str) -> Callable:
+    def make(folder: Path) -> Path:
+        os.mkfifo(folder / name)
+        return folder / name
+    return make
+
+
+HOSTILE_UPSCALER_CASES = {
+    "NaN upscaler weights (safetensors)": (upscaler_file("up.safetensors", fill_first(float("nan"))),
+                                           "holds NaN or infinite values"),
+    "infinite upscaler weights (weights-only .pth)": (upscaler_file("up.pth", fill_first(float("inf"))),
+                                                      "holds NaN or infinite values"),
+    "NaN in the last upscaler tensor": (upscaler_file("up.safetensors", lambda s: s[sorted(s)[-1]].fill_(float("nan"))),
+                                        "holds NaN or infinite values"),
+    "upscaler weights that are a named pipe": (a_fifo("up.safetensors"), "not a regular file"),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE_UPSCALER_CASES)
+def test_hostile_upscaler_weights(case, tmp_path):
+    from lpipdiff.faces.upscaler import UpscalerError, load_upscaler
+
+    make, message = HOSTILE_UPSCALER_CASES[case]
+    with pytest.raises(UpscalerError, match=message) as raised:
+        load_upscaler(make(tmp_path))
+    assert "\n" not in str(raised.value)
+
+
+@pytest.fixture
+def served_upscaler(tmp_path, monkeypatch):
+    """A short name whose 'release' is a local file, with its true size and checksum."""
+    from lpipdiff.faces import upscaler
+
+    source = upscaler_file("release.pth")(tmp_path)
+    known = upscaler.KnownUpscaler("up.pth", source.as_uri(), upscaler.sha256_of(source), source.stat().st_size, 2,
+                                   "test")
+    monkeypatch.setitem(upscaler.KNOWN_UPSCALERS, "test-x2", known)
+    return known
+
+
+@pytest.mark.parametrize("online", [True, False])
+def test_a_tampered_upscaler_in_the_cache_is_never_loaded(served_upscaler, tmp_path, monkeypatch, online):
+    import urllib.error
+
+    from lpipdiff.faces import upscaler
+
+    cache = tmp_path / "cache"
+    assert upscaler.load_upscaler("test-x2", cache_dir=cache).scale == 2
+    cached = cache / served_upscaler.sha256[:16] / served_upscaler.filename
+    upscaler_file("x.pth", fill_first(0.5))(tmp_path)
+    cached.write_bytes((tmp_path / "x.pth").read_bytes())  # same size, other weights
+    if not online:
+        def offline(*args, **kwargs):
+            raise urllib.error.URLError("Name or service not known")
+
+        monkeypatch.setattr(upscaler.urllib.request, "urlopen", offline)
+        with pytest.raises(upscaler.UpscalerError, match="the cached copy of 'test-x2' .* is not the pinned file"):
+            upscaler.load_upscaler("test-x2", cache_dir=cache)
+        return
+    assert upscaler.load_upscaler("test-x2", cache_dir=cache).scale == 2
+    assert upscaler.sha256_of(cached) == served_upscaler.sha256  # downloaded again over the tool's own copy
+
+
+# ---------------------------------------------------------------- environment variables that conflict with flags
+def face_folder(tmp_path: Path) -> Path:
+    return faces(tmp_path / "in", 1)
+
+
+NO_MODEL = "(no --model)"
+HOSTILE_ENV_CASES = {
+    "LPIPDIFF_BG_UPSAMPLER set, aligned faces restored": (
+        {"LPIPDIFF_BG_UPSAMPLER": "realesrgan-x4"}, [], 0, r"restored 1 of 1 images"),
+    "LPIPDIFF_BG_UPSAMPLER a missing file, --whole-photo": (
+        {"LPIPDIFF_BG_UPSAMPLER": "/nowhere/up.pth"}, ["--whole-photo"], 2, r"/nowhere/up\.pth: no such weights file"),
+    "--bg-upsampler wins over LPIPDIFF_BG_UPSAMPLER": (
+        {"LPIPDIFF_BG_UPSAMPLER": "/nowhere/env.pth"}, ["--whole-photo", "--bg-upsampler", "/nowhere/flag.pth"], 2,
+        r"/nowhere/flag\.pth: no such weights file"),
+    "LPIPDIFF_MODEL a missing folder": ({"LPIPDIFF_MODEL": "/nowhere/model"}, [NO_MODEL], 2,
+                                        "no such model folder"),
+    "--model wins over LPIPDIFF_MODEL": ({"LPIPDIFF_MODEL": "/nowhere/model"}, [], 0, r"restored 1 of 1 images"),
+    "LPIPDIFF_BACKEND unknown": ({"LPIPDIFF_BACKEND": "tensorrt"}, [], 2,
+                                r"\$LPIPDIFF_BACKEND: must be one of .*, got 'tensorrt'"),
+    "--backend wins over LPIPDIFF_BACKEND": ({"LPIPDIFF_BACKEND": "tensorrt"}, ["--backend", "torch"], 0,
+                                             r"restored 1 of 1 images"),
+    "LPIPDIFF_DEVICE unknown": ({"LPIPDIFF_DEVICE": "gpu0"}, [], 2, r"\$LPIPDIFF_DEVICE: unknown device 'gpu0'"),
+    "--device wins over LPIPDIFF_DEVICE": ({"LPIPDIFF_DEVICE": "gpu0"}, ["--device", "cpu"], 0,
+                                           r"restored 1 of 1 images"),
+    "LPIPDIFF_FACEXLIB_WEIGHTS a missing folder": ({"LPIPDIFF_FACEXLIB_WEIGHTS": "/nowhere/weights"},
+                                                   ["--whole-photo"], 2,
+                                                   r"\$LPIPDIFF_FACEXLIB_WEIGHTS: \S*/nowhere/weights: no such folder"),
+    "WORLD_SIZE not a number": ({"WORLD_SIZE": "two"}, [], 2, r"\$WORLD_SIZE must be a whole number, got 'two'"),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE_ENV_CASES)
+def test_environment_against_flags(case, tmp_path, saved_pipeline, monkeypatch, capsys):
+    environment, extra, code, message = HOSTILE_ENV_CASES[case]
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value.replace("/nowhere", str(tmp_path / "nowhere")))
+    extra = [a.replace("/nowhere", str(tmp_path / "nowhere")) for a in extra]
+    args = ["restore", str(face_folder(tmp_path)), "-o", str(tmp_path / "out"), "--steps", "1"]
+    args += [] if NO_MODEL in extra else ["--model", str(saved_pipeline)]
+    try:
+        got = main(args + [a for a in extra if a != NO_MODEL])
+    except SystemExit as exit_info:  # argparse's own refusal
+        got = exit_info.code
+    captured = capsys.readouterr()
+    shown = captured.out + captured.err
+    assert got == code and re.search(message, shown), shown
+    assert "Traceback" not in shown and captured.err.count("error:") == (code != 0)
+    assert not (tmp_path / "nowhere").exists()  # nothing is created where a variable points
+
+
+HOSTILE_SETTINGS_CASES = {
+    "LPIPDIFF_MAX_WORK 0": ({"LPIPDIFF_MAX_WORK": "0"}, r"ServingSettings\.max_work must be a positive number"),
+    "LPIPDIFF_MAX_WORK as a word": ({"LPIPDIFF_MAX_WORK": "lots"},
+                                    r"\$LPIPDIFF_MAX_WORK must be a whole number, got 'lots'"),
+    "LPIPDIFF_MAX_WORK 1e3": ({"LPIPDIFF_MAX_WORK": "1e3"}, r"\$LPIPDIFF_MAX_WORK must be a whole number, got '1e3'"),
+    "LPIPDIFF_MAX_SECONDS nan": ({"LPIPDIFF_MAX_SECONDS": "nan"}, "max_seconds must be a positive number"),
+    "LPIPDIFF_BACKEND unknown (demo)": ({"LPIPDIFF_BACKEND": "tensorrt"}, "backend must be one of"),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE_SETTINGS_CASES)
+def test_demo_settings_from_a_hostile_environment(case):
+    from lpipdiff.serving.settings import ServingSettings
+
+    environment, message = HOSTILE_SETTINGS_CASES[case]
+    with pytest.raises(ValueError, match=message):
+        ServingSettings.from_environment(environment)
+
+
+# ---------------------------------------------------------------- the demo without its detector, and its work limit
+def broken_detector_weights(folder: Path) -> Path:
+    """What an offline Space without facexlib's weights (or with damaged ones) has: a detector that cannot load."""
+    folder.mkdir(exist_ok=True)
+    (folder / "detection_mobilenet0.25_Final.pth").write_bytes(b"not downloaded")
+    return folder
+
+
+def picture(folder: Path, name: str, side: tuple[int, int]) -> Path:
+    from skimage import data
+
+    image = PIL.Image.fromarray(data.astronaut()).resize(side, PIL.Image.LANCZOS)
+    image.save(folder / name)
+    return folder / name
+
+
+NO_DETECTOR = "no face detector is available on this server"
+HOSTILE_DEMO_CASES = {
+    "Whole photo without a face detector": ("broken", dict(mode="Whole photo"), "error", NO_DETECTOR),
+    "Auto, an aligned face, without a face detector": (
+        "broken", dict(image="face"), "status",
+        "No face detector is available here: restored the image as an aligned face"),
+    "Auto, a wide photo, without a face detector": ("broken", dict(image="wide"), "error", NO_DETECTOR),
+    "Aligned face without a face detector": ("broken", dict(image="face", mode="Aligned face"), "status",
+                                             r"Restored 1 face\(s\)"),
+    "upscale 4 of a 1500-pixel photo, 2 samples": (
+        "shared", dict(image="large", upscale=4, samples=2), "error",
+        "this photo needs units of work for pasting faces back at 4x 288 a sample"),
+    "upscale 4 of a 1500-pixel photo, 2 samples of 30 steps": (
+        "shared", dict(image="large", upscale=4, samples=2, fidelity=0.0, steps=30), "error",
+        "pasting faces back at 4x"),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE_DEMO_CASES)
+def test_hostile_demo_requests(case, tmp_path):
+    import gradio as gr
+
+    import app
+    from lpipdiff.serving.service import RestorationService
+    from lpipdiff.serving.settings import ServingSettings
+
+    from conftest import FACE_WEIGHTS, skip_without_shared, tiny_pipeline
+
+    weights, changes, kind, message = HOSTILE_DEMO_CASES[case]
+    if weights == "shared":
+        skip_without_shared()
+    folder = FACE_WEIGHTS if weights == "shared" else broken_detector_weights(tmp_path / "weights")
+    service = RestorationService(ServingSettings(face_weights=str(folder)), tiny_pipeline(face_size=32, patch_size=16))
+    images = {"face": (128, 128), "wide": (1200, 400), "large": (1500, 1500), "photo": (512, 512)}
+    request = dict(image_path=str(picture(tmp_path, "upload.png", images[changes.pop("image", "photo")])),
+                   mode="Auto", steps=1, fidelity=1.0, samples=1, upscale=1)
+    request.update(changes)
+    endpoint = app.restore_function(service, 5)
+    if kind == "error":
+        with pytest.raises(gr.Error, match=message) as raised:
+            list(endpoint(**request, progress=lambda *args, **kwargs: None))
+        assert str(tmp_path) not in str(raised.value)  # no server path on the page
+        return
+    *_, status = list(endpoint(**request, progress=lambda *args, **kwargs: None))[-1]
+    assert re.search(message, status), status
+
+
+# ---------------------------------------------------------------- train --resume from a damaged checkpoint
+TINY_TRAINING = ["--face-size", "32", "--patch-size", "16", "--channels", "8,16", "--attention-levels", "1",
+                 "--batch-size", "2", "--num-workers", "0", "--validate-every", "0"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, example_faces) -> Path:
+    """One training step's checkpoint of a tiny model."""
+    run = tmp_path_factory.mktemp("run")
+    assert main(["train", "--data", str(example_faces), "--output", str(run / "out"), "--max-steps", "1",
+                 *TINY_TRAINING]) == 0
+    return run / "out" / "checkpoints" / "checkpoint-1"
+
+
+class RunsCode:
+    def __reduce__(self):
+        return (print, ("this ran",))
+
+
+def truncate(name: str):
+    def damage(folder: Path) -> None:
+        data = (folder / name).read_bytes()
+        (folder / name).write_bytes(data[: len(data) // 2])
+    return damage
+
+
+def replace_with(name: str, content):
+    def damage(folder: Path) -> None:
+        import torch
+
+        path = folder / name
+        path.write_bytes(content) if isinstance(content, bytes) else torch.save(content, path)
+    return damage
+
+
+HOSTILE_CHECKPOINT_CASES = {
+    "a truncated model.safetensors": (truncate("model.safetensors"), r"the checkpoint cannot be loaded"),
+    "a truncated optimizer.bin": (truncate("optimizer.bin"), r"the checkpoint cannot be loaded"),
+    "garbage in place of the EMA": (replace_with("ema.pt", b"\x80\x04garbage"), "the checkpoint cannot be loaded"),
+    "an EMA file holding code": (replace_with("ema.pt", {"shadow_params": RunsCode()}),
+                                 r"the checkpoint cannot be loaded \(UnpicklingError"),
+    "train_state.json not JSON": (replace_with("train_state.json", b"{step: 1"),
+                                  r"the checkpoint cannot be loaded \(JSONDecodeError"),
+    "train_state.json with a negative step": (replace_with("train_state.json", b'{"step": -3}'),
+                                              "train_state.json holds the step -3"),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE_CHECKPOINT_CASES)
+def test_train_resume_from_a_damaged_checkpoint(case, checkpoint, tmp_path, example_faces, capfd):
+    import shutil
+
+    damage, message = HOSTILE_CHECKPOINT_CASES[case]
+    copy = tmp_path / "checkpoint-1"
+    shutil.copytree(checkpoint, copy)
+    damage(copy)
+    code = main(["train", "--data", str(example_faces), "--output", str(tmp_path / "out"), "--max-steps", "2",
+                 "--resume", str(copy), *TINY_TRAINING])
+    err = capfd.readouterr()
+    assert code == 2 and re.search(message, err.err), err.err
+    assert err.err.count("error:") == 1 and "Traceback" not in err.err and "this ran" not in err.out
+    assert f"--resume {copy}" in err.err

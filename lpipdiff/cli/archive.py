@@ -32,12 +32,9 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..io.safe_files import write_text
-
-if TYPE_CHECKING:
-    from .restore import WorkItem
+from .work import WorkItem
 
 MANIFEST = "lpipdiff-manifest.jsonl"
 PARTS = ".lpipdiff-manifest"

@@ -36,6 +36,30 @@ def checked(check, *args):
         raise Invalid(str(error)) from None
 
 
+def naming_the_variable(argument_type):
+    """``argument_type`` whose message, for a default read from the environment
+    (:class:`~lpipdiff.config.environment.EnvironmentValue`), begins with the variable's name."""
+    def convert(text: str):
+        try:
+            return argument_type(text)
+        except Invalid as error:
+            variable = getattr(text, "variable", None)
+            raise Invalid(f"${variable}: {error}" if variable else str(error)) from None
+
+    convert.__name__ = argument_type.__name__  # argparse names the type in some messages
+    return convert
+
+
+def one_of(choices):
+    """One of ``choices``, checked by the type too: argparse checks ``choices=`` only for typed values,
+    never for a default (which may come from the environment)."""
+    def choice(text: str) -> str:
+        if text not in choices:
+            raise Invalid(f"must be one of {', '.join(choices)}, got {text!r}")
+        return text
+    return choice
+
+
 def int_range(low: int, high: int | None = None):
     """A whole number in ``[low, high]`` (no upper bound when ``high`` is None)."""
 

@@ -57,7 +57,19 @@ def cmd_restore(args) -> int:
 def archive_mode(args) -> bool:
     """The resumable, multi-process path: asked for, or launched as one of several processes
     (accelerate launch, torchrun: ``WORLD_SIZE``, read here at the command's edge)."""
-    return args.archive or args.recursive or int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
+    return args.archive or args.recursive or world_size() > 1
+
+
+def world_size() -> int:
+    """How many processes the launcher started (``WORLD_SIZE``; 1 when unset)."""
+    from ..checks import UsageError
+
+    text = os.environ.get("WORLD_SIZE", "").strip() or "1"
+    try:
+        return int(text)
+    except ValueError:
+        raise UsageError(f"$WORLD_SIZE must be a whole number, got {text!r} (it is set by accelerate launch or "
+                         "torchrun; unset it for one process)") from None
 
 
 def cmd_degrade(args) -> int:

@@ -20,8 +20,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..io.images import SPECIAL_FILE, special_file
 from ..io.safe_files import taken
 from .archive import FINAL, Manifest, ManifestError, OutputLock, merged_summary, owns, read_records, up_to_date
+from .work import WorkItem
 
 # What a folder yields, by kind of work: the suffixes of its files, and the suffix of each output.
 INPUT_SUFFIXES = {"image": (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")}
@@ -30,20 +32,6 @@ OUTPUT_SUFFIX = {"image": ".png"}
 # image is an InvalidImageError, a ValueError).
 FILE_ERRORS = (ValueError, OSError, RuntimeError, MemoryError)
 NOTHING_TO_DO = "nothing to restore"
-
-
-@dataclass(frozen=True)
-class WorkItem:
-    """One unit of work: read ``input``, write ``output``; ``kind`` says how (``image``)."""
-
-    input: Path
-    output: Path
-    kind: str = "image"
-
-    @property
-    def key(self) -> str:
-        """The input as the manifest names it."""
-        return str(self.input.resolve())
 
 
 @dataclass
@@ -129,6 +117,8 @@ def plan_inputs(inputs: Iterable[str | Path], output_dir: Path, recursive: bool 
             pairs += [(p, p.relative_to(path).parent) for p in found]
         elif path.is_file():
             pairs.append((path, Path()))
+        elif special_file(path):
+            plan.problems.append(f"{path}: {SPECIAL_FILE}")
         else:
             plan.problems.append(f"{path}: no such file or folder")
     claimed = {p.resolve() for p, _ in pairs}
@@ -320,7 +310,7 @@ class JobProgress(Progress):
 def load_restorers(args, sampling, device=None):
     """The pipeline and, for whole photos, the :class:`FaceRestorer` (with its background upscaler)."""
     from ..model.loading import load_pipeline
-    from .options import face_weights
+    from .options import bg_upsampler, face_weights
 
     pipeline = load_pipeline(args.model, scheduler=sampling.scheduler, device=device or args.device,
                              backend=args.backend)
@@ -329,10 +319,10 @@ def load_restorers(args, sampling, device=None):
         from ..faces.restorer import FaceRestorer
 
         upsampler = None
-        if args.bg_upsampler:
+        if bg_upsampler(args):
             from ..faces.upscaler import load_upscaler
 
-            upsampler = load_upscaler(args.bg_upsampler, device=pipeline.device, tile=args.bg_tile)
+            upsampler = load_upscaler(bg_upsampler(args), device=pipeline.device, tile=args.bg_tile)
         restorer = FaceRestorer(pipeline, detector=args.detector, weights_dir=face_weights(args),
                                 upscale=args.upscale, only_largest=args.only_largest,
                                 min_face_size=args.min_face_size, detail=args.detail, bg_upsampler=upsampler)

@@ -137,6 +137,7 @@ def restore_faces(pipeline: LPIPDiffPipeline, faces, options: SamplingOptions, g
 def restore_all(pipeline, degraded: list[np.ndarray], options: SamplingOptions, batch_size: int = 8,
                 callback_on_step_end=None) -> list[np.ndarray]:
     """Restore aligned faces in batches; face ``i`` is always sampled with ``options.seed + i``."""
+    batch_size = check_whole_number("batch_size", batch_size, 1)
     restored = []
     for start in range(0, len(degraded), batch_size):
         chunk = degraded[start : start + batch_size]

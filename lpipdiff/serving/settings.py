@@ -18,6 +18,8 @@ from ..config.environment import (
     from_environment,
 )
 
+KIND_NAMES = {str: "text", int: "whole number", float: "number"}
+
 
 @dataclass(frozen=True)
 class ServingSettings:
@@ -52,6 +54,12 @@ class ServingSettings:
             Real-ESRGAN x4 on 2 CPU cores: about 2500 s a megapixel x 45 patch evaluations a
             second (docs/BENCHMARKS.md), so a CPU Space refuses it under the default ``max_work``;
             on a GPU lower this and raise ``max_work`` to match the GPU's speed.
+        paste_work_per_megapixel: whole-photo work at the output's size (the photo upscaled), per
+            output megapixel, in the units of ``max_work``: counted for every sample and again for
+            every face of it (pasting back), and once for the result (the page's images and PNG).
+            About 0.2 s a megapixel on the project's 2-core CPU, 8 patch evaluations' time: a
+            1500-pixel photo upscaled 4x (36 megapixels) counts 288 each time, so one sample of it
+            fits the default ``max_work`` (about 30 s there) and more are refused.
         max_upscale: the largest output upscale factor a visitor may ask for.
         aligned_max_side, aligned_max_aspect: in Auto mode an image without a detected face is
             restored as an aligned face only when it looks like one (this small and this square).
@@ -75,6 +83,7 @@ class ServingSettings:
     bg_upsampler: str | None = None
     bg_tile: int = 256
     bg_work_per_megapixel: int = 115_000
+    paste_work_per_megapixel: int = 8
     max_upscale: int = 4
 
     def __post_init__(self):
@@ -105,5 +114,5 @@ class ServingSettings:
             try:
                 values[name] = kind(text)
             except ValueError:
-                raise ValueError(f"${variable} must be a {kind.__name__}, got {text!r}") from None
+                raise ValueError(f"${variable} must be a {KIND_NAMES[kind]}, got {text!r}") from None
         return cls(**values)

@@ -35,6 +35,7 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
+from ..checks import UsageError, is_whole_number
 from ..cli.argtypes import (
     float_range,
     int_range,
@@ -53,6 +54,7 @@ from .data import DEFAULT_MEMORY_BUDGET, PatchBatches, face_source, open_faces
 from .degradation_torch import BatchDegradation
 
 CHECKPOINT_PREFIX = "checkpoint-"
+EMA_FILE = "ema.pt"  # the EMA weights of a checkpoint; earlier versions had accelerate write custom_checkpoint_0.pkl
 # The UNet's own defaults are the training defaults: one source for the architecture.
 UNET_DEFAULTS = {
     name: parameter.default
@@ -183,7 +185,7 @@ def list_checkpoints(folder: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
 
 
-def save_checkpoint(accelerator, folder: Path, step: int, kept: int) -> Path:
+def save_checkpoint(accelerator, ema, folder: Path, step: int, kept: int) -> Path:
     final = folder / f"{CHECKPOINT_PREFIX}{step}"
     partial = folder / f".partial-{CHECKPOINT_PREFIX}{step}"
     if accelerator.is_main_process and partial.exists():
@@ -191,6 +193,7 @@ def save_checkpoint(accelerator, folder: Path, step: int, kept: int) -> Path:
     accelerator.wait_for_everyone()
     accelerator.save_state(str(partial))
     if accelerator.is_main_process:
+        torch.save(ema.state_dict(), partial / EMA_FILE)
         (partial / "train_state.json").write_text(json.dumps({"step": step}))
         if final.exists():
             shutil.rmtree(final)
@@ -199,6 +202,29 @@ def save_checkpoint(accelerator, folder: Path, step: int, kept: int) -> Path:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
+
+
+def load_checkpoint(accelerator, ema, checkpoint: Path) -> int:
+    """Load a checkpoint's states into the run and return its step. Only tensors and plain values are
+    read (the EMA too, which accelerate would unpickle whole: a checkpoint folder may come from
+    anywhere); a damaged or foreign checkpoint is one UsageError naming it."""
+    try:
+        accelerator.load_state(str(checkpoint))
+        ema_file = checkpoint / EMA_FILE
+        if not ema_file.is_file():
+            ema_file = checkpoint / "custom_checkpoint_0.pkl"
+        ema.load_state_dict(torch.load(ema_file, map_location="cpu", weights_only=True))
+        step = json.loads((checkpoint / "train_state.json").read_text())["step"]
+        if not is_whole_number(step) or step < 0:
+            raise ValueError(f"train_state.json holds the step {step!r}")
+    except Exception as error:  # noqa: BLE001 - torch, safetensors and pickle fail in many ways; all mean one thing
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+        raise UsageError(
+            f"--resume {checkpoint}: the checkpoint cannot be loaded ({type(error).__name__}: {reason}); resume from "
+            "another one (--resume PATH) or start over with --overwrite"
+        ) from None
+    ema.to(accelerator.device)
+    return step
 
 
 class Validator:
@@ -282,14 +308,12 @@ def run(args) -> int:
                                int(args.memory_budget_gb * 2**30), args.num_workers, args.band_weights)
     model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     ema.to(accelerator.device)
-    accelerator.register_for_checkpointing(ema)
 
     step = 0
     if args.resume:
         resume_from = list_checkpoints(checkpoints)[-1:] if args.resume == "latest" else [Path(args.resume)]
         if resume_from:
-            accelerator.load_state(str(resume_from[0]))
-            step = json.loads((resume_from[0] / "train_state.json").read_text())["step"]
+            step = load_checkpoint(accelerator, ema, resume_from[0])
             accelerator.print(f"resumed from {resume_from[0]} at step {step}")
         else:
             accelerator.print(f"no checkpoint in {checkpoints}; starting from scratch")
@@ -328,7 +352,7 @@ def run(args) -> int:
         progress.update(1)
         progress.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr_scheduler.get_last_lr()[0]:.1e}")
         if step % args.checkpoint_every == 0:
-            save_checkpoint(accelerator, checkpoints, step, args.checkpoints_kept)
+            save_checkpoint(accelerator, ema, checkpoints, step, args.checkpoints_kept)
         if args.validate_every > 0 and step % args.validate_every == 0:
             validate()
         if args.max_minutes is not None and step % 10 == 0:
@@ -337,7 +361,7 @@ def run(args) -> int:
                 break
     progress.close()
 
-    save_checkpoint(accelerator, checkpoints, step, args.checkpoints_kept)
+    save_checkpoint(accelerator, ema, checkpoints, step, args.checkpoints_kept)
     if args.validate_every > 0 and step % args.validate_every != 0:
         validate()
     if accelerator.is_main_process:
