@@ -684,3 +684,156 @@ def test_train_resume_from_a_damaged_checkpoint(case, checkpoint, tmp_path, exam
     assert code == 2 and re.search(message, err.err), err.err
     assert err.err.count("error:") == 1 and "Traceback" not in err.err and "this ran" not in err.out
     assert f"--resume {copy}" in err.err
+
+
+# ---------------------------------------------------------------- a full disk and a Ctrl-C, every command
+def fails_on_second_save(error: BaseException):
+    """``save_image`` that writes the first output and then raises ``error`` (a disk that fills up, a Ctrl-C)."""
+    import lpipdiff.evaluation.pairs  # noqa: F401 - imported first by degrade, it would keep the failing one
+    from lpipdiff.io import images
+
+    real, calls = images.save_image, []
+
+    def save(image, path, overwrite=False):
+        calls.append(path)
+        if len(calls) > 1:
+            raise error
+        return real(image, path, overwrite)
+    return save
+
+
+def no_space() -> OSError:
+    return OSError(errno.ENOSPC, "No space left on device")
+
+
+HOSTILE_STOP_CASES = {
+    "degrade: the disk fills up": (["degrade"], no_space(), 1, r"no space left on \S+; free some and rerun"),
+    "restore: the disk quota is exceeded": (["restore"], OSError(errno.EDQUOT, "Disk quota exceeded"), 1,
+                                            r"no space left on \S+"),
+    "archive restore: the disk fills up": (["restore", "--archive"], no_space(), 1, r"no space left on \S+"),
+    "restore: Ctrl-C": (["restore"], KeyboardInterrupt(), 130, r"interrupted; the files written so far are kept"),
+    "archive restore: Ctrl-C": (["restore", "--archive"], KeyboardInterrupt(), 130, r"interrupted; the files written"),
+    "degrade: Ctrl-C": (["degrade"], KeyboardInterrupt(), 130, r"interrupted; the files written so far are kept"),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE_STOP_CASES)
+def test_a_run_stopped_half_way(case, tmp_path, saved_pipeline, monkeypatch, capsys):
+    from lpipdiff.io import images
+
+    command, error, code, message = HOSTILE_STOP_CASES[case]
+    inputs, out = faces(tmp_path / "in", 3), tmp_path / "out"
+    monkeypatch.setattr(images, "save_image", fails_on_second_save(error))
+    args = [command[0], str(inputs), "-o", str(out), *command[1:]]
+    args += ["--model", str(saved_pipeline), "--steps", "1"] if command[0] == "restore" else []
+    assert main(args) == code
+    err = capsys.readouterr().err
+    assert re.search(message, err) and err.count("error:") == 1 and "Traceback" not in err, err
+    assert len(list(out.glob("*.png"))) == 1 and not [p for p in out.iterdir() if p.name.endswith(".partial")]
+    monkeypatch.undo()
+    assert main(args) == (0 if "--archive" in command else 1)  # a plain rerun keeps the file it wrote
+    assert len(list(out.glob("*.png"))) == 3
+
+
+def test_a_manifest_part_cut_by_a_kill_resumes(tmp_path, saved_pipeline, capsys):
+    inputs, out = faces(tmp_path / "in", 2), tmp_path / "out"
+    (out / PARTS).mkdir(parents=True)
+    (out / PARTS / "part-00000.jsonl").write_text('{"input": "' + str((inputs / "face0.png").resolve()) + '", "sta')
+    assert restore(inputs, out, saved_pipeline, "--archive") == 0
+    assert "damaged" not in capsys.readouterr().err  # an unfinished last line is a kill, not damage
+    assert len(list(out.glob("*.png"))) == 2
+
+
+def test_a_lock_file_left_by_a_killed_run_is_no_lock(tmp_path, saved_pipeline):
+    from lpipdiff.cli.archive import LOCK
+
+    inputs, out = faces(tmp_path / "in", 1), tmp_path / "out"
+    out.mkdir()
+    (out / LOCK).write_text("99999999\n")  # the process is gone, and with it its flock
+    assert restore(inputs, out, saved_pipeline) == 0
+
+
+# ---------------------------------------------------------------- named pipes and links where files are expected
+def fifo_at(relative: str):
+    def make(folder: Path) -> Path:
+        path = folder / relative
+        path.unlink(missing_ok=True)
+        os.mkfifo(path)
+        return folder
+    return make
+
+
+HOSTILE_FILE_CASES = {
+    "model weights that are a named pipe": (fifo_at("unet/diffusion_pytorch_model.safetensors"),
+                                            r"diffusion_pytorch_model\.safetensors: not a regular file"),
+    "model_index.json a named pipe": (fifo_at("model_index.json"), r"model_index\.json: not a regular file"),
+    "unet/config.json a named pipe": (fifo_at("unet/config.json"), r"config\.json: not a regular file"),
+    "unet/model.onnx a named pipe": (fifo_at("unet/model.onnx"), r"model\.onnx: not a regular file"),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE_FILE_CASES)
+def test_named_pipes_in_a_model_folder(case, saved_pipeline, tmp_path):
+    import threading
+
+    from lpipdiff.model.loading import ModelLoadError, load_pipeline
+
+    make, message = HOSTILE_FILE_CASES[case]
+    folder = make(saved_pipeline)
+    outcome = []
+
+    def load():
+        try:
+            load_pipeline(folder, device="cpu", backend="onnxruntime" if "onnx" in case else "torch",
+                          cache_dir=tmp_path / "cache")
+        except (ModelLoadError, ValueError) as error:
+            outcome.append(error)
+
+    if "onnx" in case:
+        pytest.importorskip("onnxruntime")
+    loader = threading.Thread(target=load, daemon=True)  # a read of a pipe would block for ever
+    loader.start()
+    loader.join(60)
+    assert outcome and re.search(message, str(outcome[0])), outcome or "still waiting on the pipe"
+
+
+def test_an_input_that_is_a_named_pipe_is_refused_and_the_rest_restored(tmp_path, saved_pipeline, capsys):
+    inputs = faces(tmp_path / "in", 1)
+    os.mkfifo(tmp_path / "pipe.png")
+    assert restore([tmp_path / "pipe.png", inputs / "face0.png"], tmp_path / "out", saved_pipeline) == 1
+    assert f"{tmp_path / 'pipe.png'}: not a regular file" in capsys.readouterr().err
+    assert (tmp_path / "out" / "face0_restored.png").is_file()
+
+
+def test_an_image_path_that_is_a_named_pipe(pipeline, tmp_path):
+    from lpipdiff.io.images import InvalidImageError
+
+    os.mkfifo(tmp_path / "pipe.png")
+    with pytest.raises(InvalidImageError, match="not a regular file"):
+        pipeline(str(tmp_path / "pipe.png"), num_inference_steps=1)
+
+
+def test_an_onnx_cache_folder_that_is_a_file_is_one_line(tmp_path, saved_pipeline, capsys):
+    pytest.importorskip("onnxruntime")
+    from lpipdiff.model.loading import ModelLoadError, load_pipeline
+
+    (tmp_path / "cache").write_text("not a folder")
+    with pytest.raises(ModelLoadError, match=r"cache: cannot keep the ONNX graph there"):
+        load_pipeline(saved_pipeline, device="cpu", backend="onnxruntime", cache_dir=tmp_path / "cache")
+    assert (tmp_path / "cache").read_text() == "not a folder"
+
+
+def test_a_cached_graph_that_is_a_link_is_replaced_not_followed(tmp_path, saved_pipeline):
+    pytest.importorskip("onnxruntime")
+    from lpipdiff.model.backends import weights_hash
+    from lpipdiff.model.loading import load_pipeline
+
+    reference = load_pipeline(saved_pipeline, device="cpu", backend="torch")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    theirs = tmp_path / "theirs.onnx"
+    theirs.write_bytes(b"their own file")
+    (cache / f"unet-{weights_hash(reference.unet)}.onnx").symlink_to(theirs)
+    load_pipeline(saved_pipeline, device="cpu", backend="onnxruntime", cache_dir=cache)
+    assert theirs.read_bytes() == b"their own file"
+    assert not (cache / f"unet-{weights_hash(reference.unet)}.onnx").is_symlink()

@@ -76,7 +76,16 @@ def cmd_degrade(args) -> int:
     from ..evaluation.pairs import make_test_set
     from ..io.images import load_image_file, save_image
     from ..training.degradation import Degradation, image_scale_side, image_seed
-    from .restore import Progress, plan_inputs, prepare_output_folder, report, restore_items, resume_plan, summary
+    from .restore import (
+        NoSpaceError,
+        Progress,
+        plan_inputs,
+        prepare_output_folder,
+        report,
+        restore_items,
+        resume_plan,
+        summary,
+    )
 
     output_dir = Path(args.output)
     folder_problem = prepare_output_folder(output_dir)
@@ -110,7 +119,11 @@ def cmd_degrade(args) -> int:
     def save(image, item):
         save_image(image, item.output, overwrite=args.overwrite)
 
-    failed = restore_items(todo, degrade, save, Progress(len(todo), enabled=False))
+    try:
+        failed = restore_items(todo, degrade, save, Progress(len(todo), enabled=False))
+    except NoSpaceError as error:
+        print(f"error: {error.strerror}", file=sys.stderr)
+        return 1
     print(summary("degraded", len(todo) - failed, len(plan.items), output_dir))
     return 1 if failed or problems else 0
 

@@ -15,6 +15,11 @@ def report_errors(handler, args) -> int:
 
     try:
         return handler(args)
+    except KeyboardInterrupt:
+        # Every file is written whole or not at all, and an archive's manifest parts are read by the next run.
+        print("error: interrupted; the files written so far are kept (an --archive run resumes from them)",
+              file=sys.stderr)
+        return 130  # what a shell reports for a command stopped by Ctrl-C
     except OutputExistsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -20,6 +20,7 @@ the weights instead.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -30,6 +31,7 @@ from pathlib import Path
 import torch
 
 from ..config.defaults import BACKEND_NAMES
+from ..io.images import SPECIAL_FILE, special_file
 
 ONNX_FILE = "model.onnx"  # in the model folder's unet/ subfolder
 ONNX_INPUTS = ("noisy", "timestep", "degraded", "coordinates", "context")
@@ -275,6 +277,8 @@ def onnx_graph(unet, onnx_path: str | os.PathLike | None = None, cache_dir: str 
     else the cached export (see the module docstring). A ValueError names a folder graph made from
     other weights, or not readable."""
     weights = weights_hash(unet)
+    if onnx_path and special_file(onnx_path):
+        raise GraphError(f"{onnx_path}: {SPECIAL_FILE}")
     if onnx_path:
         recorded = graph_weights(onnx_path)
         if recorded == weights:
@@ -313,6 +317,10 @@ def export_onnx_cached(unet, cache_dir: str | os.PathLike | None = None, weights
     try:
         export_onnx(unet, partial, weights)
         os.replace(partial, path)  # whole files only, also with several processes exporting at once
+    except OSError as error:  # a cache folder that is a file, read-only, or full
+        raise GraphError(f"{folder}: cannot keep the ONNX graph there ({error.strerror or error}); free some "
+                         "space or pass another cache folder") from None
     finally:
-        partial.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
     return path
