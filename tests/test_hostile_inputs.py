@@ -547,6 +547,9 @@ HOSTILE_SETTINGS_CASES = {
     "LPIPDIFF_MAX_WORK 1e3": ({"LPIPDIFF_MAX_WORK": "1e3"}, r"\$LPIPDIFF_MAX_WORK must be a whole number, got '1e3'"),
     "LPIPDIFF_MAX_SECONDS nan": ({"LPIPDIFF_MAX_SECONDS": "nan"}, "max_seconds must be a positive number"),
     "LPIPDIFF_BACKEND unknown (demo)": ({"LPIPDIFF_BACKEND": "tensorrt"}, "backend must be one of"),
+    "LPIPDIFF_MAX_SECONDS inf": ({"LPIPDIFF_MAX_SECONDS": "inf"}, "max_seconds must be a positive number"),
+    "LPIPDIFF_MAX_SECONDS -5": ({"LPIPDIFF_MAX_SECONDS": "-5"}, "max_seconds must be a positive number"),
+    "LPIPDIFF_MAX_WORK -1": ({"LPIPDIFF_MAX_WORK": "-1"}, "max_work must be a positive number"),
 }
 
 
@@ -837,3 +840,90 @@ def test_a_cached_graph_that_is_a_link_is_replaced_not_followed(tmp_path, saved_
     load_pipeline(saved_pipeline, device="cpu", backend="onnxruntime", cache_dir=cache)
     assert theirs.read_bytes() == b"their own file"
     assert not (cache / f"unet-{weights_hash(reference.unet)}.onnx").is_symlink()
+
+
+# ---------------------------------------------------------------- links to devices, folders where files are expected
+def link_to(relative: str, target: str):
+    def make(folder: Path) -> Path:
+        path = folder / relative
+        path.unlink(missing_ok=True)
+        path.symlink_to(target)
+        return folder
+    return make
+
+
+def folder_at(relative: str):
+    def make(folder: Path) -> Path:
+        (folder / relative).unlink()
+        (folder / relative).mkdir()
+        return folder
+    return make
+
+
+HOSTILE_LINK_CASES = {
+    "model weights a link to /dev/zero": (link_to("unet/diffusion_pytorch_model.safetensors", "/dev/zero"),
+                                          r"diffusion_pytorch_model\.safetensors: not a regular file"),
+    "model_index.json a link to /dev/urandom": (link_to("model_index.json", "/dev/urandom"),
+                                                r"model_index\.json: not a regular file"),
+    "scheduler config a link to /dev/zero": (link_to("scheduler/scheduler_config.json", "/dev/zero"),
+                                             r"scheduler_config\.json: not a regular file"),
+    "unet/config.json a folder": (folder_at("unet/config.json"), r"config\.json: a folder, not a file"),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE_LINK_CASES)
+def test_links_and_folders_in_a_model_folder(case, saved_pipeline):
+    from lpipdiff.model.loading import ModelLoadError, load_pipeline
+
+    make, message = HOSTILE_LINK_CASES[case]
+    with pytest.raises(ModelLoadError, match=message) as raised:
+        load_pipeline(make(saved_pipeline), device="cpu", backend="torch")
+    assert "\n" not in str(raised.value)
+
+
+def test_an_input_linked_to_a_device_is_refused(tmp_path, saved_pipeline, capsys):
+    (tmp_path / "zero.png").symlink_to("/dev/zero")
+    assert restore([tmp_path / "zero.png"], tmp_path / "out", saved_pipeline) == 1
+    assert f"{tmp_path / 'zero.png'}: not a regular file" in capsys.readouterr().err
+
+
+def test_an_upscaler_linked_to_a_device_is_refused(tmp_path):
+    from lpipdiff.faces.upscaler import UpscalerError, load_upscaler
+
+    (tmp_path / "up.pth").symlink_to("/dev/zero")
+    with pytest.raises(UpscalerError, match="up.pth: not a regular file"):
+        load_upscaler(tmp_path / "up.pth")
+
+
+# ---------------------------------------------------------------- concurrency: one model, many threads
+def test_threads_sharing_one_pipeline_get_what_one_thread_gets(pipeline):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lpipdiff.model.sampling import SamplingOptions, restore_faces
+
+    rng = np.random.default_rng(0)
+    inputs = [rng.random((32, 32, 3)).astype(np.float32) for _ in range(4)]
+    settings = [SamplingOptions(fidelity=0.5, steps=4, scheduler=name, seed=i)
+                for i, name in enumerate(["ddim", "dpm", "unipc", "ddim"])]
+    alone = [restore_faces(pipeline, face, options).images[0] for face, options in zip(inputs, settings)]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda pair: restore_faces(pipeline, *pair).images[0], zip(inputs, settings)))
+    for one, other in zip(alone, together):
+        np.testing.assert_allclose(one, other, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_threads_sharing_one_face_restorer_get_what_one_thread_gets(photo_restorer):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from skimage import data
+
+    from lpipdiff.model.sampling import SamplingOptions
+
+    photos = [data.astronaut(), np.ascontiguousarray(data.astronaut()[:, ::-1])]
+    options = SamplingOptions(fidelity=None, steps=2)
+    alone = [photo_restorer.restore(photo, options).image for photo in photos]
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(lambda photo: photo_restorer.restore(photo, options).image, photos))
+    for one, other in zip(alone, together):
+        np.testing.assert_allclose(one, other, atol=1 / 255)

@@ -44,6 +44,8 @@ def read_json(path: Path) -> dict:
     """A JSON object from ``path``; malformed, huge, deeply nested or non-object JSON is refused."""
     if special_file(path):
         raise _error(f"{path}: {SPECIAL_FILE}")
+    if path.is_dir():
+        raise _error(f"{path}: a folder, not a file")
     if not path.is_file():
         raise _error(f"{path}: missing")
     size = path.stat().st_size

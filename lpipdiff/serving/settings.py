@@ -91,7 +91,7 @@ class ServingSettings:
             raise ValueError(f"ServingSettings.backend must be one of {BACKEND_NAMES}, got {self.backend!r}")
         for field in fields(self):
             value = getattr(self, field.name)
-            if field.type in ("int", "float") and (isinstance(value, bool) or not value > 0):
+            if field.type in ("int", "float") and (isinstance(value, bool) or not 0 < value < float("inf")):
                 raise ValueError(f"ServingSettings.{field.name} must be a positive number, got {value!r}")
 
     @classmethod
