@@ -589,10 +589,13 @@ HOSTILE_DEMO_CASES = {
                                              r"Restored 1 face\(s\)"),
     "upscale 4 of a 1500-pixel photo, 2 samples": (
         "shared", dict(image="large", upscale=4, samples=2), "error",
-        "this photo needs units of work for pasting faces back at 4x 288 a sample"),
+        r"this photo needs 864 units of work besides its faces \(pasting faces back at 4x: 288 a sample"),
+    "upscale 4 of a 1500-pixel photo with the background upscaler": (
+        "shared", dict(image="large", upscale=4, background=True), "error",
+        r"upscaling its background: 292; pasting faces back at 4x: 288"),
     "upscale 4 of a 1500-pixel photo, 2 samples of 30 steps": (
         "shared", dict(image="large", upscale=4, samples=2, fidelity=0.0, steps=30), "error",
-        "pasting faces back at 4x"),
+        "pasting faces back at 4x: 288 a sample"),
 }
 
 
@@ -610,7 +613,10 @@ def test_hostile_demo_requests(case, tmp_path):
     if weights == "shared":
         skip_without_shared()
     folder = FACE_WEIGHTS if weights == "shared" else broken_detector_weights(tmp_path / "weights")
-    service = RestorationService(ServingSettings(face_weights=str(folder)), tiny_pipeline(face_size=32, patch_size=16))
+    upscaler = upscaler_file("compact.safetensors")(tmp_path)  # its tiles count 1 a megapixel here
+    settings = ServingSettings(face_weights=str(folder), bg_upsampler=str(upscaler), bg_work_per_megapixel=1,
+                               max_work=1000)
+    service = RestorationService(settings, tiny_pipeline(face_size=32, patch_size=16))
     images = {"face": (128, 128), "wide": (1200, 400), "large": (1500, 1500), "photo": (512, 512)}
     request = dict(image_path=str(picture(tmp_path, "upload.png", images[changes.pop("image", "photo")])),
                    mode="Auto", steps=1, fidelity=1.0, samples=1, upscale=1)

@@ -64,8 +64,8 @@ def add_bg_upsampler_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bg-upsampler", default=None, metavar="MODEL",
                         help="whole-photo: upscale the background with this model: a weights file or folder spandrel "
                              "loads (safetensors, or a weights-only .pth), or realesrgan-x4 / realesrgan-x2 "
-                             f"(downloaded once into the Hugging Face cache) (default: ${BG_UPSAMPLER_ENV}, else "
-                             "plain Lanczos resizing)")
+                             f"(downloaded once into the Hugging Face cache) (default: ${BG_UPSAMPLER_ENV} for whole "
+                             "photos, else plain Lanczos resizing)")
     parser.add_argument("--bg-tile", type=int_range(32, 4096), default=defaults.DEFAULT_BG_TILE,
                         help="whole-photo: the background upscaler's tile side in pixels (memory grows with its "
                              "square)")

@@ -257,14 +257,14 @@ class RestorationService:
         per_face = self.work_per_face(request) + request.samples * paste_work
         fixed = background_work + (request.samples + 1) * paste_work
         if fixed and per_face + fixed > self.settings.max_work:
-            parts = [f"upscaling its background {background_work}"] * bool(background_work)
-            parts += [f"pasting faces back at {request.upscale}x {paste_work} a sample, again a face and once for "
-                      "the result"] * bool(paste_work)
+            parts = [f"upscaling its background: {background_work}"] * bool(background_work)
+            parts += [f"pasting faces back at {request.upscale}x: {paste_work} a sample, again a face and once "
+                      "for the result"] * bool(paste_work)
             advice = ["turn background upscaling off"] * bool(background_work) + [
                 "use a smaller upscale or photo, or fewer samples or steps"]
             raise ValueError(
-                f"this photo needs units of work for {' and '.join(parts)}, and its faces {per_face} each: more "
-                f"than the {self.settings.max_work} allowed: {', or '.join(advice)}"
+                f"this photo needs {fixed} units of work besides its faces ({'; '.join(parts)}) and {per_face} for "
+                f"each face, more than the {self.settings.max_work} allowed: {', or '.join(advice)}"
             )
         if per_face > self.settings.max_work:
             raise ValueError(
@@ -308,8 +308,10 @@ class RestorationService:
                     raise
                 whole_photo, note = False, "No face detector is available here: restored the image as an aligned face. "
         upscaler = self.background_upscaler() if request.background and whole_photo else None
-        background_work = self.background_work(upscaler, *image.shape[:2]) if upscaler is not None else 0
         paste_work = self.paste_work(request, *image.shape[:2]) if whole_photo else 0
+        background_work = 0
+        if upscaler is not None:  # its tiles, and blending them into a photo at the output's size
+            background_work = self.background_work(upscaler, *image.shape[:2]) + paste_work
         max_faces = self.affordable_faces(request, background_work, paste_work)
         done = [0]
 
