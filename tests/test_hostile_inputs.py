@@ -933,3 +933,50 @@ def test_threads_sharing_one_face_restorer_get_what_one_thread_gets(photo_restor
         together = list(pool.map(lambda photo: photo_restorer.restore(photo, options).image, photos))
     for one, other in zip(alone, together):
         np.testing.assert_allclose(one, other, atol=1 / 255)
+
+
+# ---------------------------------------------------------------- a manifest tampered with between runs
+def manifest_holding(content: bytes):
+    def make(out: Path) -> None:
+        with open(out / MANIFEST, "ab") as file:
+            file.write(content)
+    return make
+
+
+def manifest_replaced(make_thing):
+    def make(out: Path) -> None:
+        (out / MANIFEST).unlink()
+        make_thing(out / MANIFEST)
+    return make
+
+
+HOSTILE_MANIFEST_CASES = {
+    "a manifest line nested 100000 deep": (manifest_holding(b"[" * 100000 + b"]" * 100000 + b"\n"), 0,
+                                           r"1 damaged manifest record\(s\) skipped"),
+    "a manifest of binary garbage": (manifest_holding(bytes(range(256)) * 4 + b"\n"), 0,
+                                     r"damaged manifest record\(s\) skipped"),
+    "a manifest record of another kind": (manifest_holding(b'{"input": {"a": 1}, "status": "done"}\n'), 0,
+                                          r"1 damaged manifest record\(s\) skipped"),
+    "a manifest that is a named pipe": (manifest_replaced(os.mkfifo), 2,
+                                        "not a regular file where lpipdiff keeps its manifest"),
+    "a manifest that is a folder": (manifest_replaced(Path.mkdir), 2,
+                                    "not a regular file where lpipdiff keeps its manifest"),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE_MANIFEST_CASES)
+def test_a_tampered_manifest(case, tmp_path, saved_pipeline, capsys):
+    import threading
+
+    make, code, message = HOSTILE_MANIFEST_CASES[case]
+    inputs, out = faces(tmp_path / "in", 2), tmp_path / "out"
+    assert restore(inputs, out, saved_pipeline, "--archive") == 0
+    make(out)
+    capsys.readouterr()
+    result = []
+    rerun = threading.Thread(target=lambda: result.append(restore(inputs, out, saved_pipeline, "--archive")),
+                             daemon=True)  # reading a pipe would wait for ever
+    rerun.start()
+    rerun.join(120)
+    err = capsys.readouterr().err
+    assert result == [code] and re.search(message, err) and "Traceback" not in err, (result, err)
