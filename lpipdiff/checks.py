@@ -69,6 +69,30 @@ def check_whole_number(name: str, value, low: int, high: int | None = None) -> i
     return int(value)
 
 
+def check_device(text: str) -> str:
+    """A device this machine has: ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (checked before a model is
+    loaded onto it, where torch would fail with its own words, or not at all until the first use)."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(f"unknown device {text!r}; use cpu, cuda, cuda:N or mps") from None
+    if device.type == "cpu":
+        return text
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{text}: this machine has no CUDA GPU (or torch was built without CUDA); use cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"{text}: this machine has {torch.cuda.device_count()} CUDA GPU(s), numbered from 0")
+        return text
+    if device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"{text}: Apple's MPS is not available on this machine; use cpu")
+        return text
+    raise ValueError(f"unsupported device {text!r}; use cpu, cuda, cuda:N or mps")
+
+
 def check_seed(seed) -> int:
     """A seed: a whole number from 0 to ``MAX_SEED`` (the room above is for "seed + face index")."""
     return check_whole_number("seed", seed, 0, MAX_SEED)

@@ -550,6 +550,9 @@ HOSTILE_SETTINGS_CASES = {
     "LPIPDIFF_MAX_SECONDS inf": ({"LPIPDIFF_MAX_SECONDS": "inf"}, "max_seconds must be a positive number"),
     "LPIPDIFF_MAX_SECONDS -5": ({"LPIPDIFF_MAX_SECONDS": "-5"}, "max_seconds must be a positive number"),
     "LPIPDIFF_MAX_WORK -1": ({"LPIPDIFF_MAX_WORK": "-1"}, "max_work must be a positive number"),
+    "LPIPDIFF_DEVICE unknown (demo)": ({"LPIPDIFF_DEVICE": "gpu0"}, r"ServingSettings\.device: unknown device 'gpu0'"),
+    "LPIPDIFF_FACEXLIB_WEIGHTS a missing folder (demo)": ({"LPIPDIFF_FACEXLIB_WEIGHTS": "/nowhere/weights"},
+                                                          r"ServingSettings\.face_weights: /nowhere/weights: no such"),
 }
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..checks import check_fidelity, check_number, check_seed, check_whole_number
+from ..checks import check_device, check_fidelity, check_number, check_seed, check_whole_number
 
 Invalid = argparse.ArgumentTypeError
 
@@ -102,25 +102,7 @@ def fidelity_argument(text: str) -> float | None:
 
 def device_argument(text: str) -> str:
     """``cpu``, ``cuda``, ``cuda:N`` or ``mps``, and only one this machine has."""
-    import torch
-
-    try:
-        device = torch.device(text)
-    except (RuntimeError, ValueError):
-        raise Invalid(f"unknown device {text!r}; use cpu, cuda, cuda:N or mps") from None
-    if device.type == "cpu":
-        return text
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise Invalid(f"{text}: this machine has no CUDA GPU (or torch was built without CUDA); use --device cpu")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise Invalid(f"{text}: this machine has {torch.cuda.device_count()} CUDA GPU(s), numbered from 0")
-        return text
-    if device.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise Invalid(f"{text}: Apple's MPS is not available on this machine; use --device cpu")
-        return text
-    raise Invalid(f"unsupported device {text!r}; use cpu, cuda, cuda:N or mps")
+    return checked(check_device, text)
 
 
 def existing_folder(text: str) -> str:

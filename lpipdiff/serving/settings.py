@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from pathlib import Path
 
+from ..checks import check_device
 from ..config.defaults import BACKEND_NAMES, DEFAULT_BACKEND
 from ..config.environment import (
     BACKEND_ENV,
@@ -87,6 +89,15 @@ class ServingSettings:
     max_upscale: int = 4
 
     def __post_init__(self):
+        # Checked at start-up: a wrong device fails only at the first visitor's request otherwise, and
+        # facexlib would download its weights into a folder that is not there.
+        if self.device is not None:
+            try:
+                check_device(self.device)
+            except ValueError as error:
+                raise ValueError(f"ServingSettings.device: {error}") from None
+        if self.face_weights is not None and not Path(self.face_weights).expanduser().is_dir():
+            raise ValueError(f"ServingSettings.face_weights: {self.face_weights}: no such folder")
         if self.backend not in BACKEND_NAMES:
             raise ValueError(f"ServingSettings.backend must be one of {BACKEND_NAMES}, got {self.backend!r}")
         for field in fields(self):
