@@ -983,3 +983,16 @@ def test_a_tampered_manifest(case, tmp_path, saved_pipeline, capsys):
     rerun.join(120)
     err = capsys.readouterr().err
     assert result == [code] and re.search(message, err) and "Traceback" not in err, (result, err)
+
+
+def test_a_full_disk_in_any_command_is_one_line(tmp_path, monkeypatch, capsys):
+    from lpipdiff.evaluation import pairs
+
+    def full(image, path, overwrite=False):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(pairs, "save_image", full)
+    assert main(["degrade", str(faces(tmp_path / "in", 2)), "-o", str(tmp_path / "set"), "--test-set",
+                 "--face-size", "32"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "no space left on the disk" in err and "Traceback" not in err
