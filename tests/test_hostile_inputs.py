@@ -996,3 +996,18 @@ def test_a_full_disk_in_any_command_is_one_line(tmp_path, monkeypatch, capsys):
                  "--face-size", "32"]) == 1
     err = capsys.readouterr().err
     assert err.count("error:") == 1 and "no space left on the disk" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("upscale, lane", [(1, "light"), (2, "heavy")])
+def test_an_upscaled_photo_never_holds_up_the_light_lane(tmp_path, upscale, lane):
+    from lpipdiff.serving.service import RestorationService
+    from lpipdiff.serving.settings import ServingSettings
+
+    from conftest import FACE_WEIGHTS, skip_without_shared, tiny_pipeline
+
+    skip_without_shared()
+    service = RestorationService(ServingSettings(face_weights=str(FACE_WEIGHTS)),
+                                 tiny_pipeline(face_size=32, patch_size=16))
+    photo = picture(tmp_path, "photo.png", (256, 256))
+    service.submit(service.request(str(photo), "Whole photo", steps=1, upscale=upscale)).result()
+    assert [name for name, pool in service.lanes.items() if pool._threads] == [lane]

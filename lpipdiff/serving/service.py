@@ -33,8 +33,8 @@ from ..model.sampling import SamplingOptions, restore_faces
 from .settings import ServingSettings
 
 MODES = ("Auto", "Whole photo", "Aligned face")
-logger = logging.getLogger(__name__)
 LANES = ("light", "heavy")
+logger = logging.getLogger(__name__)
 
 
 class RequestStopped(Exception):
@@ -277,7 +277,9 @@ class RestorationService:
     def submit(self, request: RestoreRequest, progress: Callable | None = None) -> Job:
         """Queue the request in its lane; ``progress((done, total), desc=...)`` is called as it goes."""
         try:
-            light = self.work_per_face(request) <= self.settings.light_work and not request.background
+            # Upscaling makes whole-photo work at the output's size, whatever the faces' work.
+            upscaled = request.background or (request.upscale > 1 and request.mode != "Aligned face")
+            light = self.work_per_face(request) <= self.settings.light_work and not upscaled
             lane = "light" if light else "heavy"
         except ValueError:
             lane = "heavy"  # a stride the model refuses: the restoration explains it, in either lane
