@@ -21,15 +21,15 @@ def report_errors(handler, args) -> int:
         # Every file is written whole or not at all, and an archive's manifest parts are read by the next run.
         print("error: interrupted; the files written so far are kept", file=sys.stderr)
         return 130  # what a shell reports for a command stopped by Ctrl-C
-    except OSError as error:
-        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise
-        where = f" ({error.filename})" if error.filename else ""
-        print(f"error: no space left on the disk{where}; free some and rerun the same command", file=sys.stderr)
-        return 1
     except OutputExistsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except (ModelLoadError, InvalidImageError, UsageError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" ({error.filename})" if error.filename else ""
+        print(f"error: no space left on the disk{where}; free some and rerun the same command", file=sys.stderr)
+        return 1
