@@ -1011,3 +1011,26 @@ def test_an_upscaled_photo_never_holds_up_the_light_lane(tmp_path, upscale, lane
     photo = picture(tmp_path, "photo.png", (256, 256))
     service.submit(service.request(str(photo), "Whole photo", steps=1, upscale=upscale)).result()
     assert [name for name, pool in service.lanes.items() if pool._threads] == [lane]
+
+
+# ---------------------------------------------------------------- named pipes given as folders
+HOSTILE_ARGUMENT_CASES = {
+    "train --data a named pipe": (lambda pipe, out: ["train", "--data", pipe, "--output", out],
+                                  r"argument --data: \S+: not a regular file \(a named pipe, device or socket\), "
+                                  "not a folder"),
+    "restore --face-weights a named pipe": (lambda pipe, out: ["restore", pipe, "-o", out, "--face-weights", pipe],
+                                            r"argument --face-weights: \S+: not a regular file"),
+    "evaluate --data a named pipe": (lambda pipe, out: ["evaluate", "--data", pipe, "--output", out],
+                                     r"argument --data: \S+: not a regular file"),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE_ARGUMENT_CASES)
+def test_named_pipes_as_folders(case, tmp_path, capsys):
+    make, message = HOSTILE_ARGUMENT_CASES[case]
+    os.mkfifo(tmp_path / "pipe.npz")
+    with pytest.raises(SystemExit) as exit_info:
+        main(make(str(tmp_path / "pipe.npz"), str(tmp_path / "out")))
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and re.search(message, err), err
+    assert not (tmp_path / "out").exists()

@@ -106,9 +106,13 @@ def device_argument(text: str) -> str:
 
 
 def existing_folder(text: str) -> str:
+    from ..io.images import SPECIAL_FILE, special_file  # torch and OpenCV: not for --help
+
     path = Path(text).expanduser()
     if not path.exists():
         raise Invalid(f"{text}: no such folder")
+    if special_file(path):
+        raise Invalid(f"{text}: {SPECIAL_FILE}, not a folder")
     if not path.is_dir():
         raise Invalid(f"{text}: is a file, not a folder")
     return text
