@@ -1034,3 +1034,18 @@ def test_named_pipes_as_folders(case, tmp_path, capsys):
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and re.search(message, err), err
     assert not (tmp_path / "out").exists()
+
+
+def test_threads_exporting_one_cached_graph_at_once_each_get_a_whole_one(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lpipdiff.model.backends import export_onnx_cached, graph_weights, weights_hash
+
+    from conftest import tiny_unet
+
+    unets = [tiny_unet() for _ in range(3)]  # the same weights (seeded), exported three times at once
+    with ThreadPoolExecutor(3) as pool:
+        paths = list(pool.map(lambda unet: export_onnx_cached(unet, tmp_path / "cache"), unets))
+    assert len(set(paths)) == 1 and graph_weights(paths[0]) == weights_hash(unets[0])
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [paths[0].name]  # no part file left

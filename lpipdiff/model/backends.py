@@ -37,6 +37,7 @@ ONNX_FILE = "model.onnx"  # in the model folder's unet/ subfolder
 ONNX_INPUTS = ("noisy", "timestep", "degraded", "coordinates", "context")
 ONNX_OPSET = 17
 DEFAULT_CACHE = Path.home() / ".cache" / "lpipdiff" / "onnx"  # graphs exported on the fly, per user
+EXPORTING = threading.Lock()
 WEIGHTS_KEY = "lpipdiff_weights"  # an exported graph's metadata: weights_hash() of the UNet it was made from
 
 
@@ -230,7 +231,9 @@ def export_onnx(unet, path: str | os.PathLike, weights: str | None = None) -> Pa
         args = (*args[:3], None, args[3])
     import warnings
 
-    with torch.no_grad(), warnings.catch_warnings():
+    # One export at a time in a process: torch's exporter keeps its state in globals (two threads
+    # loading models at once failed with "GLOBALS.in_onnx_export must be True").
+    with EXPORTING, torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's notes on diffusers' shape asserts
         torch.onnx.export(module, args, str(path), input_names=names, output_names=["prediction"],
                           dynamic_axes=dynamic, opset_version=ONNX_OPSET, dynamo=False)
