@@ -1049,3 +1049,35 @@ def test_threads_exporting_one_cached_graph_at_once_each_get_a_whole_one(tmp_pat
         paths = list(pool.map(lambda unet: export_onnx_cached(unet, tmp_path / "cache"), unets))
     assert len(set(paths)) == 1 and graph_weights(paths[0]) == weights_hash(unets[0])
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [paths[0].name]  # no part file left
+
+
+def test_threads_downloading_one_upscaler_at_once_each_get_it(served_upscaler, tmp_path, monkeypatch):
+    import io
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lpipdiff.faces import upscaler
+
+    release = Path(served_upscaler.url.removeprefix("file://")).read_bytes()
+    barrier = threading.Barrier(2)
+
+    class SlowDownload(io.BytesIO):
+        """The release, read in two halves with a pause between: both threads are mid-download at once."""
+
+        def __enter__(self):
+            return self
+
+        def read(self, size=-1):
+            if self.tell() == 0:
+                barrier.wait(5)
+                return super().read(len(release) // 2)
+            time.sleep(0.2)
+            return super().read(size)
+
+    monkeypatch.setattr(upscaler.urllib.request, "urlopen", lambda url, timeout=None: SlowDownload(release))
+    with ThreadPoolExecutor(2) as pool:
+        loaded = list(pool.map(lambda _: upscaler.load_upscaler("test-x2", cache_dir=tmp_path / "cache"), range(2)))
+    assert [up.scale for up in loaded] == [2, 2]
+    cached = tmp_path / "cache" / served_upscaler.sha256[:16]
+    assert [p.name for p in cached.iterdir()] == [served_upscaler.filename]  # no partial download left

@@ -26,6 +26,7 @@ import os
 import pickle
 import re
 import shutil
+import threading
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -115,7 +116,8 @@ def download_known(name: str, cache_dir: str | os.PathLike | None = None, downlo
     if not download:
         raise UpscalerError(f"the background upscaler {name!r} is not downloaded yet ({target})")
     folder.mkdir(parents=True, exist_ok=True)
-    partial = folder / f".{known.filename}.{os.getpid()}.partial"
+    # A name of this thread's own: two downloads at once (demo visitors, threads) must not share one file.
+    partial = folder / f".{known.filename}.{os.getpid()}.{threading.get_ident()}.partial"
     try:
         with urllib.request.urlopen(known.url, timeout=60) as response, open(partial, "wb") as file:
             shutil.copyfileobj(response, file, 1 << 20)
