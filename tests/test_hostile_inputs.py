@@ -340,6 +340,27 @@ def test_an_interrupted_pipeline_says_so(pipeline):
     assert not last.interrupted  # stopped after its last step: nothing was left out
 
 
+def test_restore_all_stops_at_an_interrupted_batch(pipeline):
+    from lpipdiff.model.sampling import SamplingOptions, restore_all
+
+    calls = []
+
+    def stop_in_the_second_batch(pipe, step, timestep, callback_kwargs):
+        calls.append(step)
+        if len(calls) > 2:  # two steps a batch: the first batch runs whole
+            pipe._interrupt = True
+        return {}
+
+    rng = np.random.default_rng(0)
+    faces = [rng.random((32, 32, 3)).astype(np.float32) for _ in range(5)]
+    options = SamplingOptions(fidelity=None, steps=2)
+    whole = restore_all(pipeline, faces, options, batch_size=2)
+    stopped = restore_all(pipeline, faces, options, batch_size=2, callback_on_step_end=stop_in_the_second_batch)
+    assert len(whole) == 5 and len(stopped) == 2  # once 5, three of them unfinished samples
+    for one, other in zip(whole, stopped):
+        np.testing.assert_allclose(one, other, atol=1e-6)
+
+
 @pytest.mark.slow
 def test_an_interrupted_whole_photo_says_so():
     from skimage import data
