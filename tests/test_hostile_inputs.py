@@ -539,12 +539,29 @@ HOSTILE_ENV_CASES = {
                                                    ["--whole-photo"], 2,
                                                    r"\$LPIPDIFF_FACEXLIB_WEIGHTS: \S*/nowhere/weights: no such folder"),
     "WORLD_SIZE not a number": ({"WORLD_SIZE": "two"}, [], 2, r"\$WORLD_SIZE must be a whole number, got 'two'"),
+    "WORLD_SIZE 2 without a launcher": ({"WORLD_SIZE": "2"}, [], 2,
+                                        r"\$WORLD_SIZE is 2, but the processes cannot be joined"),
 }
 
 
 @pytest.mark.parametrize("case", HOSTILE_ENV_CASES)
-def test_environment_against_flags(case, tmp_path, saved_pipeline, monkeypatch, capsys):
+def test_environment_against_flags(case, tmp_path, saved_pipeline, monkeypatch, capsys, request):
     environment, extra, code, message = HOSTILE_ENV_CASES[case]
+    for name in ("MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK"):  # no launcher here
+        monkeypatch.delenv(name, raising=False)
+    if "WORLD_SIZE" in environment:
+        from accelerate.state import PartialState
+
+        # accelerate keeps one state a process, and a failed start leaves its launcher variables set:
+        # begin as a fresh command does, and leave nothing for the next test.
+        PartialState._reset_state()
+        saved = dict(os.environ)
+
+        def fresh_again():
+            PartialState._reset_state()
+            for name in set(os.environ) - set(saved):
+                del os.environ[name]
+        request.addfinalizer(fresh_again)
     for name, value in environment.items():
         monkeypatch.setenv(name, value.replace("/nowhere", str(tmp_path / "nowhere")))
     extra = [a.replace("/nowhere", str(tmp_path / "nowhere")) for a in extra]

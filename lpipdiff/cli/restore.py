@@ -353,6 +353,23 @@ def agree(state, problem: str | None) -> str | None:
     return broadcast_object_list([problem], from_process=0)[0]
 
 
+def joined_processes(cpu: bool):
+    """accelerate's ``PartialState``: this process, joined with the others a launcher started. A
+    ``WORLD_SIZE`` left in the environment without its launcher's other variables is one UsageError."""
+    from accelerate import PartialState
+
+    from ..checks import UsageError
+
+    try:
+        return PartialState(cpu=cpu)
+    except (ValueError, RuntimeError, KeyError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UsageError(
+            f"$WORLD_SIZE is {os.environ.get('WORLD_SIZE')}, but the processes cannot be joined ({reason}); start "
+            "them with accelerate launch or torchrun, or unset WORLD_SIZE for one process"
+        ) from None
+
+
 def restore_command(args, sampling, resumable: bool) -> int:
     """``lpipdiff restore``: plan, check the outputs, load the model once, restore, summarise.
 
@@ -362,10 +379,9 @@ def restore_command(args, sampling, resumable: bool) -> int:
     while it runs.
     """
     import torch
-    from accelerate import PartialState
 
     if resumable:
-        state = PartialState(cpu=not torch.cuda.is_available() or str(args.device or "").startswith("cpu"))
+        state = joined_processes(cpu=not torch.cuda.is_available() or str(args.device or "").startswith("cpu"))
         main, device = state.is_main_process, args.device or state.device
     else:
         state, main, device = None, True, args.device
