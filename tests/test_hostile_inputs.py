@@ -1119,3 +1119,8 @@ def test_threads_downloading_one_upscaler_at_once_each_get_it(served_upscaler, t
     assert [up.scale for up in loaded] == [2, 2]
     cached = tmp_path / "cache" / served_upscaler.sha256[:16]
     assert [p.name for p in cached.iterdir()] == [served_upscaler.filename]  # no partial download left
+
+
+def test_the_hostile_tables_hold_at_least_40_cases():
+    tables = [value for name, value in globals().items() if name.startswith("HOSTILE_") and name.endswith("_CASES")]
+    assert sum(len(table) for table in tables) >= 40
