@@ -9,9 +9,11 @@ Measures in one process, each after warm-up steps, best of ``--repeats``:
            file, degrade the whole face on the CPU and keep one patch, then the same step;
   model_channels_last, model_compiled (``--variants``): the model step with channels-last
            memory, and under ``torch.compile``;
-  engine_fp32, engine_bf16, engine_compiled, engine_compiled_bf16 (``--engines``): the model step
-           in fp32, under bf16 autocast, under ``torch.compile`` and under both, each with ``--one-step`` the fine-tune's objective
-           (perceptual 1, anchor 10) too: which engine to train with on this machine.
+  engine_fp32, engine_bf16, engine_compiled, engine_compiled_bf16 (``--engines``): the model
+           step in fp32, under bf16 autocast, under ``torch.compile`` and under both: which engine
+           to train with on this machine.
+With ``--one-step`` every training step also trains the one-step objective (perceptual 1,
+anchor 10).
 It prints steps/s of each, full / model (target: at least 0.9 on a GPU), full / before, and each
 engine over fp32.
 Weights are random: speed does not depend on them.

@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lpipdiff.arguments.options import add_bg_upsampler_arguments, add_face_weights_argument, face_weights
+from lpipdiff.arguments.options import add_bg_upsampler_arguments, add_face_weights_argument, bg_upsampler, face_weights
 from lpipdiff.faces.restorer import FaceRestorer
 from lpipdiff.io.images import load_image_file, save_image
 from lpipdiff.model.loading import load_pipeline
@@ -39,10 +39,10 @@ def main() -> None:
     today = restorer.restore(photo, SamplingOptions()).image
     height, width = today.shape[:2]
     panels = [np.clip(cv2.resize(photo, (width, height), interpolation=cv2.INTER_CUBIC), 0, 1), today]
-    if args.bg_upsampler:
+    if bg_upsampler(args):
         from lpipdiff.faces.upscaler import load_upscaler
 
-        upscaler = load_upscaler(args.bg_upsampler, device="cpu", tile=args.bg_tile)
+        upscaler = load_upscaler(bg_upsampler(args), device="cpu", tile=args.bg_tile)
         with_background = FaceRestorer(pipeline, weights_dir=face_weights(args), upscale=args.upscale,
                                        bg_upsampler=upscaler)
         panels.append(with_background.restore(photo, SamplingOptions()).image)

@@ -69,6 +69,30 @@ def check_whole_number(name: str, value, low: int, high: int | None = None) -> i
     return int(value)
 
 
+def check_device(text: str) -> str:
+    """A device this machine has: ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (checked before a model is
+    loaded onto it, where torch would fail with its own words, or not at all until the first use)."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(f"unknown device {text!r}; use cpu, cuda, cuda:N or mps") from None
+    if device.type == "cpu":
+        return text
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{text}: this machine has no CUDA GPU (or torch was built without CUDA); use cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"{text}: this machine has {torch.cuda.device_count()} CUDA GPU(s), numbered from 0")
+        return text
+    if device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"{text}: Apple's MPS is not available on this machine; use cpu")
+        return text
+    raise ValueError(f"unsupported device {text!r}; use cpu, cuda, cuda:N or mps")
+
+
 def check_seed(seed) -> int:
     """A seed: a whole number from 0 to ``MAX_SEED`` (the room above is for "seed + face index")."""
     return check_whole_number("seed", seed, 0, MAX_SEED)
@@ -152,6 +176,30 @@ def checked_template(template, templates: dict):
     if np.ptp(array[:, 0]) < 1e-3 or np.ptp(array[:, 1]) < 1e-3:
         raise ValueError("template landmarks must not all lie on one line")
     return array
+
+
+def checked_background(background, height: int, width: int):
+    """``FaceRestorer.restore``'s ``background``: True or False, or the upscaled photo itself (float
+    RGB in [0, 1], ``height`` x ``width``), which goes under the faces as it is, so a wrong one would
+    be a wrong photo rather than an error."""
+    import numpy as np
+
+    if isinstance(background, (bool, np.bool_)):
+        return bool(background)
+    if not isinstance(background, np.ndarray):
+        raise TypeError(f"background must be True, False or the upscaled photo as a numpy array, got "
+                        f"{type(background).__name__}")
+    expected = (height, width, 3)
+    if background.shape != expected:
+        raise ValueError(f"the upscaled background is {background.shape}, expected {expected}")
+    if background.dtype.kind != "f":
+        raise ValueError(f"the upscaled background must be float RGB in [0, 1], got dtype {background.dtype}")
+    if not np.isfinite(background).all():
+        raise ValueError("the upscaled background holds NaN or infinite values")
+    if background.min() < 0 or background.max() > 1:
+        raise ValueError(f"the upscaled background must lie in [0, 1], got values in "
+                         f"[{background.min():.3g}, {background.max():.3g}]")
+    return background
 
 
 def check_restorer_settings(detector, detectors, upscale, only_largest, min_face_size, detail, max_detail) -> None:

@@ -119,8 +119,8 @@ def test_resume_restores_step_ema_and_optimizer(tmp_path, faces):
     new_opt = torch.load(again / "optimizer.bin", weights_only=True)
     assert old_opt["state"][0]["step"] == new_opt["state"][0]["step"] == 4
     assert torch.equal(old_opt["state"][0]["exp_avg"], new_opt["state"][0]["exp_avg"])
-    old_ema = torch.load(saved / "custom_checkpoint_0.pkl", weights_only=False)
-    new_ema = torch.load(again / "custom_checkpoint_0.pkl", weights_only=False)
+    old_ema = torch.load(saved / "ema.pt", weights_only=True)
+    new_ema = torch.load(again / "ema.pt", weights_only=True)
     assert old_ema["optimization_step"] == new_ema["optimization_step"] == 4
     assert all(torch.equal(a, b) for a, b in zip(old_ema["shadow_params"], new_ema["shadow_params"]))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..checks import check_fidelity, check_number, check_seed, check_whole_number
+from ..checks import check_device, check_fidelity, check_number, check_seed, check_whole_number
 
 Invalid = argparse.ArgumentTypeError
 
@@ -34,6 +34,30 @@ def checked(check, *args):
         return check(*args)
     except ValueError as error:
         raise Invalid(str(error)) from None
+
+
+def naming_the_variable(argument_type):
+    """``argument_type`` whose message, for a default read from the environment
+    (:class:`~lpipdiff.config.environment.EnvironmentValue`), begins with the variable's name."""
+    def convert(text: str):
+        try:
+            return argument_type(text)
+        except Invalid as error:
+            variable = getattr(text, "variable", None)
+            raise Invalid(f"${variable}: {error}" if variable else str(error)) from None
+
+    convert.__name__ = argument_type.__name__  # argparse names the type in some messages
+    return convert
+
+
+def one_of(choices):
+    """One of ``choices``, checked by the type too: argparse checks ``choices=`` only for typed values,
+    never for a default (which may come from the environment)."""
+    def choice(text: str) -> str:
+        if text not in choices:
+            raise Invalid(f"must be one of {', '.join(choices)}, got {text!r}")
+        return text
+    return choice
 
 
 def int_range(low: int, high: int | None = None):
@@ -78,31 +102,17 @@ def fidelity_argument(text: str) -> float | None:
 
 def device_argument(text: str) -> str:
     """``cpu``, ``cuda``, ``cuda:N`` or ``mps``, and only one this machine has."""
-    import torch
-
-    try:
-        device = torch.device(text)
-    except (RuntimeError, ValueError):
-        raise Invalid(f"unknown device {text!r}; use cpu, cuda, cuda:N or mps") from None
-    if device.type == "cpu":
-        return text
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise Invalid(f"{text}: this machine has no CUDA GPU (or torch was built without CUDA); use --device cpu")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise Invalid(f"{text}: this machine has {torch.cuda.device_count()} CUDA GPU(s), numbered from 0")
-        return text
-    if device.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise Invalid(f"{text}: Apple's MPS is not available on this machine; use --device cpu")
-        return text
-    raise Invalid(f"unsupported device {text!r}; use cpu, cuda, cuda:N or mps")
+    return checked(check_device, text)
 
 
 def existing_folder(text: str) -> str:
+    from ..io.images import SPECIAL_FILE, special_file  # torch and OpenCV: not for --help
+
     path = Path(text).expanduser()
     if not path.exists():
         raise Invalid(f"{text}: no such folder")
+    if special_file(path):
+        raise Invalid(f"{text}: {SPECIAL_FILE}, not a folder")
     if not path.is_dir():
         raise Invalid(f"{text}: is a file, not a folder")
     return text

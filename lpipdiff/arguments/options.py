@@ -15,9 +15,19 @@ from ..config.environment import (
     DEVICE_ENV,
     FACE_WEIGHTS_ENV,
     MODEL_ENV,
+    environment_default,
     from_environment,
 )
-from .argtypes import device_argument, existing_folder, fidelity_argument, int_range, seed_argument
+from .argtypes import (
+    Invalid,
+    device_argument,
+    existing_folder,
+    fidelity_argument,
+    int_range,
+    naming_the_variable,
+    one_of,
+    seed_argument,
+)
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -34,10 +44,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Which model, on which device (defaults from the environment, read here at the edge)."""
     parser.add_argument("--model", default=from_environment(MODEL_ENV),
                         help=f"pipeline folder or Hub repo id (default: ${MODEL_ENV}, else the bundled model)")
-    parser.add_argument("--device", type=device_argument, default=from_environment(DEVICE_ENV),
+    parser.add_argument("--device", type=naming_the_variable(device_argument), default=environment_default(DEVICE_ENV),
                         help=f"cpu, cuda, cuda:1, ... (default: ${DEVICE_ENV}, else cuda when available)")
-    parser.add_argument("--backend", default=from_environment(BACKEND_ENV) or defaults.DEFAULT_BACKEND,
-                        choices=defaults.BACKEND_NAMES,
+    parser.add_argument("--backend", default=environment_default(BACKEND_ENV) or defaults.DEFAULT_BACKEND,
+                        type=naming_the_variable(one_of(defaults.BACKEND_NAMES)), choices=defaults.BACKEND_NAMES,
                         help=f"how the UNet runs; auto: the fastest this machine supports, torch on a GPU "
                              f"(default: ${BACKEND_ENV}, else auto)")
 
@@ -51,11 +61,11 @@ def add_face_weights_argument(parser: argparse.ArgumentParser) -> None:
 
 def add_bg_upsampler_arguments(parser: argparse.ArgumentParser) -> None:
     """The background upscaler of whole photos (lpipdiff.faces.upscaler)."""
-    parser.add_argument("--bg-upsampler", default=from_environment(BG_UPSAMPLER_ENV), metavar="MODEL",
+    parser.add_argument("--bg-upsampler", default=None, metavar="MODEL",
                         help="whole-photo: upscale the background with this model: a weights file or folder spandrel "
                              "loads (safetensors, or a weights-only .pth), or realesrgan-x4 / realesrgan-x2 "
-                             f"(downloaded once into the Hugging Face cache) (default: ${BG_UPSAMPLER_ENV}, else "
-                             "plain Lanczos resizing)")
+                             f"(downloaded once into the Hugging Face cache) (default: ${BG_UPSAMPLER_ENV} for whole "
+                             "photos, else plain Lanczos resizing)")
     parser.add_argument("--bg-tile", type=int_range(32, 4096), default=defaults.DEFAULT_BG_TILE,
                         help="whole-photo: the background upscaler's tile side in pixels (memory grows with its "
                              "square)")
@@ -84,8 +94,26 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def face_weights(args: argparse.Namespace) -> str | None:
-    """``--face-weights``, else ``$LPIPDIFF_FACEXLIB_WEIGHTS`` (read here, at the command's edge)."""
-    return args.face_weights or from_environment(FACE_WEIGHTS_ENV)
+    """``--face-weights``, else ``$LPIPDIFF_FACEXLIB_WEIGHTS`` (read here, at the command's edge, when
+    a whole photo needs it, and checked as the option is: a missing folder would have facexlib
+    download into it)."""
+    from ..checks import UsageError
+
+    if args.face_weights:
+        return args.face_weights
+    folder = environment_default(FACE_WEIGHTS_ENV)
+    try:
+        return folder and naming_the_variable(existing_folder)(folder)
+    except Invalid as error:
+        raise UsageError(str(error)) from None
+
+
+def bg_upsampler(args: argparse.Namespace) -> str | None:
+    """``--bg-upsampler``, else ``$LPIPDIFF_BG_UPSAMPLER`` for whole photos: the variable configures
+    every whole-photo run of a machine and has no say over aligned faces, which have no background."""
+    if args.bg_upsampler or not getattr(args, "whole_photo", True):
+        return args.bg_upsampler
+    return from_environment(BG_UPSAMPLER_ENV)
 
 
 def sampling_options(args: argparse.Namespace):

@@ -30,14 +30,12 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..io.safe_files import write_text
-
-if TYPE_CHECKING:
-    from .restore import WorkItem
+from .work import WorkItem
 
 MANIFEST = "lpipdiff-manifest.jsonl"
 PARTS = ".lpipdiff-manifest"
@@ -69,11 +67,16 @@ def read_records(path: Path, start: int = 0, damaged: list | None = None) -> tup
     """The whole-line records of a manifest file from byte ``start``; and where they end. Lines that
     are whole but not a valid record go to ``damaged``."""
     try:
-        handle = os.open(path, os.O_RDONLY | NOFOLLOW)
+        # Non-blocking: opening a named pipe for reading would otherwise wait for a writer, maybe forever.
+        handle = os.open(path, os.O_RDONLY | NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         return [], start
     except OSError as error:
         raise ManifestError(f"{path}: cannot read the manifest ({error.strerror or error})") from None
+    if not stat.S_ISREG(os.fstat(handle).st_mode):
+        os.close(handle)
+        raise ManifestError(f"{path}: not a regular file where lpipdiff keeps its manifest (remove it, or write "
+                            "elsewhere)")
     with os.fdopen(handle, "rb") as file:
         file.seek(start)
         data = file.read()
@@ -82,7 +85,7 @@ def read_records(path: Path, start: int = 0, damaged: list | None = None) -> tup
     for line in data[:end].splitlines():
         try:
             record = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: a line nested thousands deep
             record = None
         if valid_record(record):
             records.append(record)
@@ -94,10 +97,10 @@ def read_records(path: Path, start: int = 0, damaged: list | None = None) -> tup
 def input_stamp(path: Path) -> dict:
     """What tells a changed input from the one an output was made from: its size and modification time."""
     try:
-        stat = path.stat()
+        info = path.stat()
     except OSError:
         return {"size": None, "mtime_ns": None}
-    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    return {"size": info.st_size, "mtime_ns": info.st_mtime_ns}
 
 
 class Manifest:

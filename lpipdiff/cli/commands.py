@@ -57,14 +57,35 @@ def cmd_restore(args) -> int:
 def archive_mode(args) -> bool:
     """The resumable, multi-process path: asked for, or launched as one of several processes
     (accelerate launch, torchrun: ``WORLD_SIZE``, read here at the command's edge)."""
-    return args.archive or args.recursive or int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
+    return args.archive or args.recursive or world_size() > 1
+
+
+def world_size() -> int:
+    """How many processes the launcher started (``WORLD_SIZE``; 1 when unset)."""
+    from ..checks import UsageError
+
+    text = os.environ.get("WORLD_SIZE", "").strip() or "1"
+    try:
+        return int(text)
+    except ValueError:
+        raise UsageError(f"$WORLD_SIZE must be a whole number, got {text!r} (it is set by accelerate launch or "
+                         "torchrun; unset it for one process)") from None
 
 
 def cmd_degrade(args) -> int:
     from ..evaluation.pairs import make_test_set
     from ..io.images import load_image_file, save_image
     from ..training.degradation import Degradation, image_scale_side, image_seed
-    from .restore import Progress, plan_inputs, prepare_output_folder, report, restore_items, resume_plan, summary
+    from .restore import (
+        NoSpaceError,
+        Progress,
+        plan_inputs,
+        prepare_output_folder,
+        report,
+        restore_items,
+        resume_plan,
+        summary,
+    )
 
     output_dir = Path(args.output)
     folder_problem = prepare_output_folder(output_dir)
@@ -98,7 +119,11 @@ def cmd_degrade(args) -> int:
     def save(image, item):
         save_image(image, item.output, overwrite=args.overwrite)
 
-    failed = restore_items(todo, degrade, save, Progress(len(todo), enabled=False))
+    try:
+        failed = restore_items(todo, degrade, save, Progress(len(todo), enabled=False))
+    except NoSpaceError as error:
+        print(f"error: {error.strerror}", file=sys.stderr)
+        return 1
     print(summary("degraded", len(todo) - failed, len(plan.items), output_dir))
     return 1 if failed or problems else 0
 

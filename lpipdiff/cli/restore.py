@@ -20,9 +20,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..io.images import SPECIAL_FILE, special_file
 from ..io.safe_files import taken
 from ..io.video import VIDEO_EXTENSIONS
 from .archive import FINAL, Manifest, ManifestError, OutputLock, merged_summary, owns, read_records, up_to_date
+from .work import WorkItem
 
 # What a folder yields, by kind of work: the suffixes of its files, and the suffix of each output.
 INPUT_SUFFIXES = {"image": (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"), "video": VIDEO_EXTENSIONS}
@@ -31,20 +33,6 @@ OUTPUT_SUFFIX = {"image": ".png", "video": ".mp4"}
 # image is an InvalidImageError, a ValueError).
 FILE_ERRORS = (ValueError, OSError, RuntimeError, MemoryError)
 NOTHING_TO_DO = "nothing to restore"
-
-
-@dataclass(frozen=True)
-class WorkItem:
-    """One unit of work: read ``input``, write ``output``; ``kind`` says how (``image``, ``video``)."""
-
-    input: Path
-    output: Path
-    kind: str = "image"
-
-    @property
-    def key(self) -> str:
-        """The input as the manifest names it."""
-        return str(self.input.resolve())
 
 
 @dataclass
@@ -133,6 +121,8 @@ def plan_inputs(inputs: Iterable[str | Path], output_dir: Path, recursive: bool 
             pairs += [(p, p.relative_to(path).parent) for p in found]
         elif path.is_file():
             pairs.append((path, Path()))
+        elif special_file(path):
+            plan.problems.append(f"{path}: {SPECIAL_FILE}")
         else:
             plan.problems.append(f"{path}: no such file or folder")
     claimed = {p.resolve() for p, _ in pairs}
@@ -341,7 +331,7 @@ class JobProgress(Progress):
 def load_restorers(args, sampling, device=None, videos: bool = False):
     """The pipeline and, for whole photos and ``videos``, the :class:`FaceRestorer` (with its background
     upscaler)."""
-    from ..arguments.options import face_weights
+    from ..arguments.options import bg_upsampler, face_weights
     from ..model.loading import load_pipeline
 
     pipeline = load_pipeline(args.model, scheduler=sampling.scheduler, device=device or args.device,
@@ -351,10 +341,10 @@ def load_restorers(args, sampling, device=None, videos: bool = False):
         from ..faces.restorer import FaceRestorer
 
         upsampler = None
-        if args.bg_upsampler:
+        if bg_upsampler(args):
             from ..faces.upscaler import load_upscaler
 
-            upsampler = load_upscaler(args.bg_upsampler, device=pipeline.device, tile=args.bg_tile)
+            upsampler = load_upscaler(bg_upsampler(args), device=pipeline.device, tile=args.bg_tile)
         restorer = FaceRestorer(pipeline, detector=args.detector, weights_dir=face_weights(args),
                                 upscale=args.upscale, only_largest=args.only_largest,
                                 min_face_size=args.min_face_size, detail=args.detail, bg_upsampler=upsampler)
@@ -401,6 +391,23 @@ def agree(state, problem: str | None) -> str | None:
     return broadcast_object_list([problem], from_process=0)[0]
 
 
+def joined_processes(cpu: bool):
+    """accelerate's ``PartialState``: this process, joined with the others a launcher started. A
+    ``WORLD_SIZE`` left in the environment without its launcher's other variables is one UsageError."""
+    from accelerate import PartialState
+
+    from ..checks import UsageError
+
+    try:
+        return PartialState(cpu=cpu)
+    except (ValueError, RuntimeError, KeyError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UsageError(
+            f"$WORLD_SIZE is {os.environ.get('WORLD_SIZE')}, but the processes cannot be joined ({reason}); start "
+            "them with accelerate launch or torchrun, or unset WORLD_SIZE for one process"
+        ) from None
+
+
 def restore_command(args, sampling, resumable: bool) -> int:
     """``lpipdiff restore``: plan, check the outputs, load the model once, restore, summarise.
 
@@ -410,10 +417,9 @@ def restore_command(args, sampling, resumable: bool) -> int:
     while it runs.
     """
     import torch
-    from accelerate import PartialState
 
     if resumable:
-        state = PartialState(cpu=not torch.cuda.is_available() or str(args.device or "").startswith("cpu"))
+        state = joined_processes(cpu=not torch.cuda.is_available() or str(args.device or "").startswith("cpu"))
         main, device = state.is_main_process, args.device or state.device
     else:
         state, main, device = None, True, args.device

@@ -20,3 +20,21 @@ def from_environment(name: str, environ: Mapping[str, str] | None = None) -> str
     """The variable's value, or None when it is unset or empty."""
     value = (os.environ if environ is None else environ).get(name, "")
     return value or None
+
+
+class EnvironmentValue(str):
+    """A command-line default read from the environment variable ``variable``: when it is wrong the
+    message names the variable, not an option the user never typed."""
+
+    variable: str
+
+    def __new__(cls, value: str, variable: str):
+        text = super().__new__(cls, value)
+        text.variable = variable
+        return text
+
+
+def environment_default(name: str, environ: Mapping[str, str] | None = None) -> EnvironmentValue | None:
+    """:func:`from_environment`'s value, marked with the variable it came from."""
+    value = from_environment(name, environ)
+    return None if value is None else EnvironmentValue(value, name)

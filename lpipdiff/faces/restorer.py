@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..checks import check_number, check_restorer_settings, checked_template
+from ..checks import check_number, check_restorer_settings, checked_background, checked_template
 from ..config.defaults import DEFAULT_DETAIL, DEFAULT_DETECTOR, DETECTOR_NAMES, MAX_DETAIL
 from ..config.environment import FACE_WEIGHTS_ENV
 from ..io.images import InvalidImageError, to_rgb_array, to_uint8
@@ -76,6 +76,7 @@ class PhotoRestoration:
     boxes: list[tuple[float, float, float, float]] = field(default_factory=list)
     affines: list[np.ndarray] = field(default_factory=list)  # input photo -> model-size face crop, per face
     faces_found: int = 0  # before ``max_faces`` kept the largest
+    interrupted: bool = False  # a step callback stopped the pipeline: the faces are unfinished samples
 
 
 def to_bgr_uint8(image: np.ndarray) -> np.ndarray:
@@ -174,6 +175,7 @@ class FaceRestorer:
                 f"a {width}x{height} photo upscaled {upscale:g}x would exceed {MAX_OUTPUT_PIXELS / 1e6:.0f} "
                 "megapixels; use a smaller upscale or photo"
             )
+        background = checked_background(background, int(height * upscale), int(width * upscale))
         helper = self.face_helper(upscale)
         helper.read_image(to_bgr_uint8(image))
         found = self.find_faces(helper, max_faces)
@@ -188,9 +190,6 @@ class FaceRestorer:
                                callback_on_step_end=callback_on_step_end)
         upscaled = None
         if isinstance(background, np.ndarray):
-            expected = (int(height * upscale), int(width * upscale), 3)
-            if background.shape != expected:
-                raise ValueError(f"the upscaled background is {background.shape}, expected {expected}")
             upscaled = to_bgr_uint8(background)
         elif background:
             upscaled = self.upscaled_background(image, upscale)
@@ -203,6 +202,7 @@ class FaceRestorer:
             boxes=[tuple(float(v) for v in box[:4]) for box in helper.det_faces],
             affines=[affine.copy() for affine in helper.affine_matrices],
             faces_found=found,
+            interrupted=result.interrupted,
         )
 
 

@@ -7,8 +7,9 @@ Face cache and checked against its pinned sha256 before it is ever opened.
 
 Weights are read without running code from the file: safetensors as they are, ``.pth``/``.pt``/
 ``.ckpt`` only through ``torch.load(weights_only=True)``; a pickle that needs more than tensors and
-plain containers is refused with one line. The state dict then goes to spandrel, which recognises
-the architecture from the weights' names and shapes.
+plain containers is refused with one line, and weights holding NaN or infinite values (which would
+paint the photo black) are refused like a model's. The state dict then goes to spandrel, which
+recognises the architecture from the weights' names and shapes.
 
 Memory: a photo is cut into ``tile`` x ``tile`` input tiles overlapping by ``overlap`` pixels.
 Each tile's output is resized to the requested output scale before it is added in, so the
@@ -25,6 +26,7 @@ import os
 import pickle
 import re
 import shutil
+import threading
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -37,6 +39,8 @@ import torch
 from ..checks import check_whole_number
 from ..config.defaults import DEFAULT_BG_OVERLAP as DEFAULT_OVERLAP
 from ..config.defaults import DEFAULT_BG_TILE as DEFAULT_TILE
+from ..io.images import SPECIAL_FILE, special_file
+from ..model.folder_checks import broken_tensor
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt")
 # Upscaler weights are downloaded into this folder of the Hugging Face cache.
@@ -100,12 +104,20 @@ def download_known(name: str, cache_dir: str | os.PathLike | None = None, downlo
     known = KNOWN_UPSCALERS[name]
     folder = cache_folder(cache_dir) / known.sha256[:16]
     target = folder / known.filename
-    if target.is_file():
-        return target  # placed only after its checksum matched
+    # Checked again at every load (a fraction of a second): a cache is a folder anyone may write to.
+    cached = target.is_file() and not target.is_symlink()
+    if cached and target.stat().st_size == known.size and sha256_of(target) == known.sha256:
+        return target
+    if cached:
+        tampered = (f"the cached copy of {name!r} ({target}) is not the pinned file (sha256 {known.sha256}): "
+                    "it was changed or damaged after the download")
+        if not download:
+            raise UpscalerError(f"{tampered}; delete it to download it again")
     if not download:
         raise UpscalerError(f"the background upscaler {name!r} is not downloaded yet ({target})")
     folder.mkdir(parents=True, exist_ok=True)
-    partial = folder / f".{known.filename}.{os.getpid()}.partial"
+    # A name of this thread's own: two downloads at once (demo visitors, threads) must not share one file.
+    partial = folder / f".{known.filename}.{os.getpid()}.{threading.get_ident()}.partial"
     try:
         with urllib.request.urlopen(known.url, timeout=60) as response, open(partial, "wb") as file:
             shutil.copyfileobj(response, file, 1 << 20)
@@ -120,6 +132,9 @@ def download_known(name: str, cache_dir: str | os.PathLike | None = None, downlo
         if isinstance(error, UpscalerError):
             raise
         reason = getattr(error, "reason", None) or error
+        if cached:
+            raise UpscalerError(f"{tampered}, and it could not be downloaded again from {known.url} ({reason}); "
+                                "delete it and run once on a machine with internet") from None
         raise UpscalerError(
             f"the background upscaler {name!r} is not in the cache ({target}) and could not be downloaded from "
             f"{known.url} ({reason}); run once on a machine with internet (the file then stays in the Hugging Face "
@@ -146,6 +161,8 @@ def resolve_weights(spec: str | os.PathLike, cache_dir: str | os.PathLike | None
             if len(found) > 1:
                 raise UpscalerError(f"{path} holds several {suffix} files; name the one to use")
         raise UpscalerError(f"{path}: no weights file ({', '.join(WEIGHT_SUFFIXES)}) in this folder")
+    if special_file(path):
+        raise UpscalerError(f"{path}: {SPECIAL_FILE}")
     if path.is_file():
         if path.suffix.lower() not in WEIGHT_SUFFIXES:
             raise UpscalerError(f"{path}: not a weights file ({', '.join(WEIGHT_SUFFIXES)})")
@@ -185,6 +202,10 @@ def load_upscaler(spec: str | os.PathLike, device: str | torch.device | None = N
 
     path = resolve_weights(spec, cache_dir, download)
     state = canonicalize_state_dict(read_state_dict(path))
+    for name, tensor in state.items():
+        problem = isinstance(tensor, torch.Tensor) and broken_tensor(name, tensor)
+        if problem:
+            raise UpscalerError(f"{path}: {problem}")
     try:
         model = ModelLoader(device=device or "cpu").load_from_state_dict(state)
     except UnsupportedModelError:

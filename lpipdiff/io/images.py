@@ -38,11 +38,24 @@ def list_images(folder: str | Path) -> list[Path]:
     return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
+# Reading a named pipe or a device blocks until something writes to it, maybe forever: such a path
+# where a file is expected is refused by name, never opened.
+SPECIAL_FILE = "not a regular file (a named pipe, device or socket)"
+
+
+def special_file(path: str | Path) -> bool:
+    """Whether something that is neither a regular file nor a folder sits at ``path`` (links followed)."""
+    path = Path(path)
+    return path.exists() and not path.is_file() and not path.is_dir()
+
+
 def load_image_file(path: str | Path) -> np.ndarray:
     """Read an image file into an ``HxWx3`` float32 RGB array in ``[0, 1]``."""
     path = Path(path)
     if path.is_dir():
         raise InvalidImageError(f"{path}: is a folder, not an image file")
+    if special_file(path):
+        raise InvalidImageError(f"{path}: {SPECIAL_FILE}")
     if not path.is_file():
         raise InvalidImageError(f"{path}: no such file")
     if path.stat().st_size == 0:
@@ -151,6 +164,24 @@ def array_to_rgb(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array[..., :3])
 
 
+def tensor_to_rgb(image: torch.Tensor) -> np.ndarray:
+    """A CxHxW (or 1xCxHxW) tensor to float RGB, through :func:`array_to_rgb`, so that a tensor's
+    pixel types mean what an array's do (uint8 0..255, float 0..1; complex or bool refused)."""
+    if image.device.type == "meta":
+        raise InvalidImageError("the tensor is on the meta device: it has a shape but no pixels")
+    if image.layout != torch.strided or image.is_quantized:
+        kind = "quantized" if image.is_quantized else str(image.layout).removeprefix("torch.")
+        raise InvalidImageError(f"a {kind} tensor; pass a plain one (tensor.to_dense(), tensor.dequantize())")
+    tensor = image.detach().cpu()
+    if tensor.dtype == torch.bfloat16:
+        tensor = tensor.float()  # numpy has no bfloat16
+    if tensor.ndim == 4 and tensor.shape[0] == 1:
+        tensor = tensor[0]
+    if tensor.ndim != 3 or tensor.shape[0] not in (1, 3, 4):
+        raise InvalidImageError(f"expected a CxHxW tensor with 1, 3 or 4 channels, got shape {tuple(image.shape)}")
+    return array_to_rgb(tensor.permute(1, 2, 0).numpy())
+
+
 def to_rgb_array(image) -> np.ndarray:
     """One image given as a path, PIL image, numpy array or CHW/1xCxHxW tensor in [0, 1]."""
     if isinstance(image, (str, Path)):
@@ -164,12 +195,7 @@ def to_rgb_array(image) -> np.ndarray:
                 raise
             raise InvalidImageError(f"the PIL image cannot be decoded ({error})") from None
     if isinstance(image, torch.Tensor):
-        tensor = image.detach().float().cpu()
-        if tensor.ndim == 4 and tensor.shape[0] == 1:
-            tensor = tensor[0]
-        if tensor.ndim != 3 or tensor.shape[0] not in (1, 3, 4):
-            raise InvalidImageError(f"expected a CxHxW tensor with 1, 3 or 4 channels, got shape {tuple(image.shape)}")
-        return array_to_rgb(tensor.permute(1, 2, 0).numpy())
+        return tensor_to_rgb(image)
     if isinstance(image, np.ndarray):
         return array_to_rgb(image)
     raise InvalidImageError(f"expected a file path, PIL image, numpy array or torch tensor, got {type(image).__name__}")

@@ -20,6 +20,7 @@ the weights instead.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -30,11 +31,13 @@ from pathlib import Path
 import torch
 
 from ..config.defaults import BACKEND_NAMES
+from ..io.images import SPECIAL_FILE, special_file
 
 ONNX_FILE = "model.onnx"  # in the model folder's unet/ subfolder
 ONNX_INPUTS = ("noisy", "timestep", "degraded", "coordinates", "context")
 ONNX_OPSET = 17
 DEFAULT_CACHE = Path.home() / ".cache" / "lpipdiff" / "onnx"  # graphs exported on the fly, per user
+EXPORTING = threading.Lock()
 WEIGHTS_KEY = "lpipdiff_weights"  # an exported graph's metadata: weights_hash() of the UNet it was made from
 
 
@@ -228,7 +231,9 @@ def export_onnx(unet, path: str | os.PathLike, weights: str | None = None) -> Pa
         args = (*args[:3], None, args[3])
     import warnings
 
-    with torch.no_grad(), warnings.catch_warnings():
+    # One export at a time in a process: torch's exporter keeps its state in globals (two threads
+    # loading models at once failed with "GLOBALS.in_onnx_export must be True").
+    with EXPORTING, torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's notes on diffusers' shape asserts
         torch.onnx.export(module, args, str(path), input_names=names, output_names=["prediction"],
                           dynamic_axes=dynamic, opset_version=ONNX_OPSET, dynamo=False)
@@ -275,6 +280,8 @@ def onnx_graph(unet, onnx_path: str | os.PathLike | None = None, cache_dir: str 
     else the cached export (see the module docstring). A ValueError names a folder graph made from
     other weights, or not readable."""
     weights = weights_hash(unet)
+    if onnx_path and special_file(onnx_path):
+        raise GraphError(f"{onnx_path}: {SPECIAL_FILE}")
     if onnx_path:
         recorded = graph_weights(onnx_path)
         if recorded == weights:
@@ -313,6 +320,10 @@ def export_onnx_cached(unet, cache_dir: str | os.PathLike | None = None, weights
     try:
         export_onnx(unet, partial, weights)
         os.replace(partial, path)  # whole files only, also with several processes exporting at once
+    except OSError as error:  # a cache folder that is a file, read-only, or full
+        raise GraphError(f"{folder}: cannot keep the ONNX graph there ({error.strerror or error}); free some "
+                         "space or pass another cache folder") from None
     finally:
-        partial.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
     return path

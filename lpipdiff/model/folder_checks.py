@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from ..checks import is_whole_number
+from ..io.images import SPECIAL_FILE, special_file
 
 MAX_JSON_BYTES = 1_000_000  # a config is a few hundred bytes; anything near this is not one
 MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit
@@ -41,6 +42,10 @@ def _error(message: str):
 
 def read_json(path: Path) -> dict:
     """A JSON object from ``path``; malformed, huge, deeply nested or non-object JSON is refused."""
+    if special_file(path):
+        raise _error(f"{path}: {SPECIAL_FILE}")
+    if path.is_dir():
+        raise _error(f"{path}: a folder, not a file")
     if not path.is_file():
         raise _error(f"{path}: missing")
     size = path.stat().st_size
@@ -145,9 +150,19 @@ def expected_shapes(config: dict) -> dict[str, tuple[int, ...]]:
     return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
 
 
+def broken_tensor(name: str, tensor: torch.Tensor) -> str | None:
+    """Why a tensor of weights cannot be used, or None: NaN or infinite values, the mark of a training
+    run that diverged or a damaged copy, run as a model they give NaN, black, images."""
+    if tensor.dtype.is_floating_point and not torch.isfinite(tensor).all():
+        return f"tensor {name} holds NaN or infinite values; the weights are broken"
+    return None
+
+
 def check_weights(path: Path, config: dict) -> None:
     from safetensors import SafetensorError, safe_open
 
+    if special_file(path):
+        raise _error(f"{path}: {SPECIAL_FILE}")
     if not path.is_file():
         raise _error(f"{path}: missing (weights are read from safetensors files only)")
     with open(path, "rb") as file:
@@ -173,8 +188,9 @@ def check_weights(path: Path, config: dict) -> None:
                 tensor = handle.get_tensor(name)
                 if not tensor.dtype.is_floating_point:
                     raise _error(f"{path}: tensor {name} holds {tensor.dtype}, not floating point weights")
-                if not torch.isfinite(tensor).all():
-                    raise _error(f"{path}: tensor {name} holds NaN or infinite values; the weights are broken")
+                problem = broken_tensor(name, tensor)
+                if problem:
+                    raise _error(f"{path}: {problem}")
     except ModelLoadError:
         raise
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:

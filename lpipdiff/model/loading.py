@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from ..config.defaults import DEFAULT_BACKEND, DEFAULT_SCHEDULER
+from ..io.images import SPECIAL_FILE, special_file
 from .backends import ONNX_FILE, GraphError, with_backend
 from .folder_checks import ModelLoadError, check_model_folder, read_json
 from .pipeline_lpipdiff import LPIPDiffPipeline
@@ -26,6 +27,8 @@ def resolve_model(model: str | os.PathLike | None = None) -> str:
         if not path.is_dir():
             raise ModelLoadError(f"{path} is a file; expected a pipeline folder with model_index.json")
         index = path / "model_index.json"
+        if special_file(index):
+            raise ModelLoadError(f"{index}: {SPECIAL_FILE}")
         if not index.is_file():
             raise ModelLoadError(f"{path} is not a pipeline folder: it has no model_index.json")
         components = read_json(index)  # malformed, huge or deeply nested JSON: one ModelLoadError
@@ -91,7 +94,7 @@ def load_pipeline(
     if backend != "torch":
         onnx = Path(source) / "unet" / ONNX_FILE if Path(source).is_dir() else None
         try:
-            pipeline.unet = with_backend(pipeline.unet.eval(), backend, onnx if onnx and onnx.is_file() else None,
+            pipeline.unet = with_backend(pipeline.unet.eval(), backend, onnx if onnx and onnx.exists() else None,
                                          cache_dir, threads)
         except ImportError as error:
             raise ModelLoadError(f"backend {backend!r} is not installed: {error}") from None

@@ -47,10 +47,14 @@ class LPIPDiffPipelineOutput(BaseOutput):
         uncertainty: per-pixel disagreement between overlapping patches, in image units
             (0..1), as ``(B, H, W)`` float arrays (tensors for ``output_type="pt"``; a list when
             the inputs differ in size). See :meth:`LPIPDiffPipeline.__call__`.
+        interrupted: a step callback stopped the call (``pipeline._interrupt = True``) before its
+            last step: the images are the unfinished sample of the step it stopped at, not a
+            restoration.
     """
 
     images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
     uncertainty: np.ndarray | torch.Tensor | list
+    interrupted: bool = False
 
 
 class UncertaintyAccumulator:
@@ -116,7 +120,8 @@ class LPIPDiffPipeline(HubLayoutMixin, DiffusionPipeline):
     @property
     def interrupt(self) -> bool:
         """Set ``pipeline._interrupt = True`` from a step callback to skip the remaining steps (diffusers'
-        convention); the call then returns what it has. Reset at the start of every call."""
+        convention); the call then returns what it has, marked ``interrupted``. Reset at the start of
+        every call."""
         return getattr(self, "_interrupt", False)
 
     @torch.no_grad()
@@ -140,7 +145,8 @@ class LPIPDiffPipeline(HubLayoutMixin, DiffusionPipeline):
         Args:
             image (`PIL.Image.Image`, `np.ndarray`, `torch.Tensor`, path, or a list of them):
                 aligned degraded faces. Arrays are ``HxW``, ``HxWx1/3/4`` (uint8, uint16 or
-                float in [0, 1]); tensors are ``CxHxW`` or ``BxCxHxW`` in [0, 1]. Grayscale is
+                float in [0, 1]); tensors are ``CxHxW`` or ``BxCxHxW`` of the same pixel types, on
+                any device that holds data (not ``meta``). Grayscale is
                 replicated to RGB, alpha is dropped. Each face is resized to the model's
                 ``face_size`` and the result back to the input's size.
             fidelity (`float` or `None`, defaults to ``DEFAULT_FIDELITY``):
@@ -265,7 +271,7 @@ class LPIPDiffPipeline(HubLayoutMixin, DiffusionPipeline):
         self.maybe_free_model_hooks()
         if not return_dict:
             return images, maps
-        return LPIPDiffPipelineOutput(images=images, uncertainty=maps)
+        return LPIPDiffPipelineOutput(images=images, uncertainty=maps, interrupted=step_index < self._num_timesteps)
 
     def check_inputs(self, num_inference_steps, patch_stride, fusion, output_type, unet_batch_size, tensor_inputs):
         """The arguments besides ``fidelity`` and ``strength``, which :func:`~lpipdiff.checks.sampling_path` checks."""

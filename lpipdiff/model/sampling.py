@@ -136,11 +136,18 @@ def restore_faces(pipeline: LPIPDiffPipeline, faces, options: SamplingOptions, g
 
 def restore_all(pipeline, degraded: list[np.ndarray], options: SamplingOptions, batch_size: int = 8,
                 callback_on_step_end=None) -> list[np.ndarray]:
-    """Restore aligned faces in batches; face ``i`` is always sampled with ``options.seed + i``."""
+    """Restore aligned faces in batches; face ``i`` is always sampled with ``options.seed + i``.
+
+    A step callback that interrupts the pipeline (``pipe._interrupt = True``) stops the batches: the
+    list then holds the faces restored before the interrupted batch, never its unfinished samples.
+    """
+    batch_size = check_whole_number("batch_size", batch_size, 1)
     restored = []
     for start in range(0, len(degraded), batch_size):
         chunk = degraded[start : start + batch_size]
         result = restore_faces(pipeline, chunk, options, generator=options.generators(len(chunk), offset=start),
                                callback_on_step_end=callback_on_step_end)
+        if result.interrupted:
+            break
         restored.extend(result.images)
     return restored

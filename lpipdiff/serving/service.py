@@ -10,6 +10,7 @@ request runs too long or its client went away. ``app.py`` only builds the page a
 from __future__ import annotations
 
 import contextvars
+import logging
 import tempfile
 import threading
 import time
@@ -34,14 +35,22 @@ from .settings import ServingSettings
 
 MODES = ("Auto", "Whole photo", "Aligned face")
 LANES = ("light", "heavy")
+logger = logging.getLogger(__name__)
 
 
 class RequestStopped(Exception):
     """The request ran out of time, or its client went away."""
 
 
+class DetectorUnavailable(RuntimeError):
+    """The face detector cannot be loaded on this server (no weights offline, damaged weights)."""
+
+
+NO_DETECTOR = ("no face detector is available on this server, so faces cannot be found in a photo; upload an "
+               "aligned face (a square crop of one face) and choose 'Aligned face'")
 # What a visitor is told in one line; anything else is a bug and keeps its traceback in the log.
-USER_ERRORS = (InvalidImageError, InvalidVideoError, NoFaceError, ModelLoadError, ValueError, RequestStopped)
+USER_ERRORS = (InvalidImageError, InvalidVideoError, NoFaceError, ModelLoadError, ValueError, RequestStopped,
+               DetectorUnavailable)
 
 
 class Tally:
@@ -162,6 +171,7 @@ class RestorationService:
         self.lanes = {lane: ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"restore-{lane}") for lane in LANES}
         self._pipeline, self._face_restorer = pipeline, None
         self._upscaler, self.upscaler_problem = None, None
+        self.detector_problem: str | None = None
         self._loading = threading.Lock()
 
     @property
@@ -174,10 +184,19 @@ class RestorationService:
 
     @property
     def face_restorer(self) -> FaceRestorer:
+        """The whole-photo restorer, loaded on first use. Without its detector (offline without the
+        weights, or damaged ones) a :class:`DetectorUnavailable` says so to the visitor, and
+        :attr:`detector_problem` keeps why for the log; the load is not tried again."""
         pipeline = self.pipeline
         with self._loading:
+            if self._face_restorer is None and self.detector_problem is None:
+                try:
+                    self._face_restorer = FaceRestorer(pipeline, weights_dir=self.settings.face_weights)
+                except OSError as error:
+                    self.detector_problem = str(error)
+                    logger.error("the face detector cannot be loaded: %s", error)
             if self._face_restorer is None:
-                self._face_restorer = FaceRestorer(pipeline, weights_dir=self.settings.face_weights)
+                raise DetectorUnavailable(NO_DETECTOR)
             return self._face_restorer
 
     def background_upscaler(self):
@@ -197,6 +216,14 @@ class RestorationService:
                     self.upscaler_problem = str(error)
             return self._upscaler
 
+    def paste_work(self, request: RestoreRequest, height: int, width: int) -> int:
+        """Pasting faces back into one sample's output photo (``upscale`` times the input's side), in
+        ``max_work``'s units: whole-photo work at the output's size, once and again for every face."""
+        if request.mode == "Aligned face":
+            return 0
+        megapixels = height * width * request.upscale**2 / 1e6
+        return int(np.ceil(megapixels * self.settings.paste_work_per_megapixel))
+
     def background_work(self, upscaler, height: int, width: int) -> int:
         """The upscaler's work on one photo, in ``max_work``'s units (its tiles' input megapixels)."""
         megapixels = upscaler.tiles(height, width) * min(upscaler.tile, height) * min(upscaler.tile, width) / 1e6
@@ -211,7 +238,8 @@ class RestorationService:
         return (
             f"Limits: images up to {MAX_PIXELS // 1_000_000} megapixels and {s.max_upload_mb} MB; up to "
             f"{s.max_steps} steps and {s.max_samples} samples, and {s.max_work} patch restorations a request "
-            "(faces x samples x steps x patches per step; the largest faces are kept; background upscaling counts "
+            "(faces x samples x steps x patches per step; the largest faces are kept; pasting faces back into a "
+            f"whole photo counts {s.paste_work_per_megapixel} an output megapixel, background upscaling "
             f"{s.bg_work_per_megapixel} a megapixel). Grayscale, RGBA (alpha is "
             f"dropped) and 16-bit images are accepted. Videos up to {s.max_video_seconds:g} s, each frame within the "
             "same work limit, the whole clip within the time limit."
@@ -251,15 +279,21 @@ class RestorationService:
         patches = PatchGrid(config.face_size, config.face_size, config.patch_size, stride).num_patches
         return request.samples * request.sampling.unet_steps() * patches
 
-    def affordable_faces(self, request: RestoreRequest, background_work: int = 0) -> int:
-        """How many faces the request may restore within ``max_work`` less the background's work; a
-        clear error when not one."""
-        per_face = self.work_per_face(request)
-        if background_work and per_face + background_work > self.settings.max_work:
+    def affordable_faces(self, request: RestoreRequest, background_work: int = 0, paste_work: int = 0) -> int:
+        """How many faces the request may restore within ``max_work`` less the photo's own work (the
+        background upscaler's, and ``paste_work`` for the page's images and download, for every sample
+        and again for each face of it); a clear error when not one."""
+        per_face = self.work_per_face(request) + request.samples * paste_work
+        fixed = background_work + (request.samples + 1) * paste_work
+        if fixed and per_face + fixed > self.settings.max_work:
+            parts = [f"upscaling its background: {background_work}"] * bool(background_work)
+            parts += [f"pasting faces back at {request.upscale}x: {paste_work} a sample, again a face and once "
+                      "for the result"] * bool(paste_work)
+            advice = ["turn background upscaling off"] * bool(background_work) + [
+                "use a smaller upscale or photo, or fewer samples or steps"]
             raise ValueError(
-                f"upscaling this photo's background needs {background_work} units of work and its faces {per_face} "
-                f"each, more than the {self.settings.max_work} allowed: turn background upscaling off, or use a "
-                "smaller photo or fewer steps"
+                f"this photo needs {fixed} units of work besides its faces ({'; '.join(parts)}) and {per_face} for "
+                f"each face, more than the {self.settings.max_work} allowed: {', or '.join(advice)}"
             )
         if per_face > self.settings.max_work:
             raise ValueError(
@@ -267,14 +301,17 @@ class RestorationService:
                 f"{request.sampling.unet_steps()} steps x patches), more than the {self.settings.max_work} allowed: "
                 "use fewer steps or samples, a higher fidelity or a larger patch stride"
             )
-        return (self.settings.max_work - background_work) // per_face
+        return (self.settings.max_work - fixed) // per_face
 
     def submit(self, request: RestoreRequest, progress: Callable | None = None) -> Job:
         """Queue the request in its lane; ``progress((done, total), desc=...)`` is called as it goes."""
         try:
-            light = (isinstance(request, RestoreRequest) and not request.background
+            # A clip is many requests' work; upscaling makes whole-photo work at the output's size,
+            # whatever the faces' work.
+            light = (isinstance(request, RestoreRequest)
+                     and not (request.background or (request.upscale > 1 and request.mode != "Aligned face"))
                      and self.work_per_face(request) <= self.settings.light_work)
-            lane = "light" if light else "heavy"  # a clip is many requests' work
+            lane = "light" if light else "heavy"
         except ValueError:
             lane = "heavy"  # a stride the model refuses: the restoration explains it, in either lane
         watchdog = Watchdog(self.settings.max_seconds, self.settings.abandoned_after)
@@ -296,9 +333,20 @@ class RestorationService:
         watchdog.start()
         started = time.perf_counter()
         image = load_image_file(request.image_path)
-        upscaler = self.background_upscaler() if request.background and request.mode != "Aligned face" else None
-        background_work = self.background_work(upscaler, *image.shape[:2]) if upscaler is not None else 0
-        max_faces = self.affordable_faces(request, background_work)
+        whole_photo, note, outputs = request.mode != "Aligned face", "", []
+        if whole_photo:
+            try:
+                restorer = self.face_restorer
+            except DetectorUnavailable:
+                if request.mode == "Whole photo" or not self.looks_aligned(image):
+                    raise
+                whole_photo, note = False, "No face detector is available here: restored the image as an aligned face. "
+        upscaler = self.background_upscaler() if request.background and whole_photo else None
+        paste_work = self.paste_work(request, *image.shape[:2]) if whole_photo else 0
+        background_work = 0
+        if upscaler is not None:  # its tiles, and blending them into a photo at the output's size
+            background_work = self.background_work(upscaler, *image.shape[:2]) + paste_work
+        max_faces = self.affordable_faces(request, background_work, paste_work)
         done = [0]
 
         def on_step(pipe, step, timestep, callback_kwargs):
@@ -309,7 +357,6 @@ class RestorationService:
                 progress((done[0], request.samples * pipe.num_timesteps), desc="denoising")
             return {}
 
-        whole_photo, note, outputs = request.mode != "Aligned face", "", []
         background = False
         if request.background and whole_photo:
             if upscaler is None:
@@ -324,9 +371,9 @@ class RestorationService:
             sampling = SamplingOptions(**{**options.as_dict(), "seed": options.seed + sample})
             if whole_photo:
                 try:
-                    result = self.face_restorer.restore(image, sampling, detail=request.detail, max_faces=max_faces,
-                                                        callback_on_step_end=on_step, background=background,
-                                                        upscale=request.upscale)
+                    result = restorer.restore(image, sampling, detail=request.detail, max_faces=max_faces,
+                                              callback_on_step_end=on_step, background=background,
+                                              upscale=request.upscale)
                     outputs.append((result.image, result.faces, result.restored_faces, result.uncertainty))
                     if result.faces_found > len(result.faces):
                         note += (f"Restored the {len(result.faces)} largest of {result.faces_found} faces "

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from pathlib import Path
 
+from ..checks import check_device
 from ..config.defaults import BACKEND_NAMES, DEFAULT_BACKEND
 from ..config.environment import (
     BACKEND_ENV,
@@ -17,6 +19,8 @@ from ..config.environment import (
     MODEL_ENV,
     from_environment,
 )
+
+KIND_NAMES = {str: "text", int: "whole number", float: "number"}
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,12 @@ class ServingSettings:
             Real-ESRGAN x4 on 2 CPU cores: about 2500 s a megapixel x 45 patch evaluations a
             second (docs/BENCHMARKS.md), so a CPU Space refuses it under the default ``max_work``;
             on a GPU lower this and raise ``max_work`` to match the GPU's speed.
+        paste_work_per_megapixel: whole-photo work at the output's size (the photo upscaled), per
+            output megapixel, in the units of ``max_work``: counted for every sample and again for
+            every face of it (pasting back), and once for the result (the page's images and PNG).
+            About 0.2 s a megapixel on the project's 2-core CPU, 8 patch evaluations' time: a
+            1500-pixel photo upscaled 4x (36 megapixels) counts 288 each time, so one sample of it
+            fits the default ``max_work`` (about 30 s there) and more are refused.
         max_upscale: the largest output upscale factor a visitor may ask for.
         max_video_seconds: a longer clip is refused before any frame is restored; each frame's
             faces are held to ``max_work`` (the largest kept), and the whole clip to ``max_seconds``.
@@ -77,15 +87,25 @@ class ServingSettings:
     bg_upsampler: str | None = None
     bg_tile: int = 256
     bg_work_per_megapixel: int = 115_000
+    paste_work_per_megapixel: int = 8
     max_upscale: int = 4
     max_video_seconds: float = 10.0
 
     def __post_init__(self):
+        # Checked at start-up: a wrong device fails only at the first visitor's request otherwise, and
+        # facexlib would download its weights into a folder that is not there.
+        if self.device is not None:
+            try:
+                check_device(self.device)
+            except ValueError as error:
+                raise ValueError(f"ServingSettings.device: {error}") from None
+        if self.face_weights is not None and not Path(self.face_weights).expanduser().is_dir():
+            raise ValueError(f"ServingSettings.face_weights: {self.face_weights}: no such folder")
         if self.backend not in BACKEND_NAMES:
             raise ValueError(f"ServingSettings.backend must be one of {BACKEND_NAMES}, got {self.backend!r}")
         for field in fields(self):
             value = getattr(self, field.name)
-            if field.type in ("int", "float") and (isinstance(value, bool) or not value > 0):
+            if field.type in ("int", "float") and (isinstance(value, bool) or not 0 < value < float("inf")):
                 raise ValueError(f"ServingSettings.{field.name} must be a positive number, got {value!r}")
 
     @classmethod
@@ -108,5 +128,5 @@ class ServingSettings:
             try:
                 values[name] = kind(text)
             except ValueError:
-                raise ValueError(f"${variable} must be a {kind.__name__}, got {text!r}") from None
+                raise ValueError(f"${variable} must be a {KIND_NAMES[kind]}, got {text!r}") from None
         return cls(**values)

@@ -45,6 +45,7 @@ from ..arguments.argtypes import (
     training_data,
 )
 from ..arguments.options import HelpFormatter
+from ..checks import UsageError, is_whole_number
 from ..config.defaults import DEFAULT_STEPS
 from ..model.pipeline_lpipdiff import LPIPDiffPipeline
 from ..model.sampling import SamplingOptions, build_scheduler
@@ -62,6 +63,7 @@ from .losses import (
 )
 
 CHECKPOINT_PREFIX = "checkpoint-"
+EMA_FILE = "ema.pt"  # the EMA weights of a checkpoint; earlier versions had accelerate write custom_checkpoint_0.pkl
 # The UNet's own defaults are the training defaults: one source for the architecture.
 UNET_DEFAULTS = {
     name: parameter.default
@@ -286,7 +288,7 @@ def list_checkpoints(folder: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
 
 
-def save_checkpoint(accelerator, folder: Path, step: int, kept: int) -> Path:
+def save_checkpoint(accelerator, ema, folder: Path, step: int, kept: int) -> Path:
     final = folder / f"{CHECKPOINT_PREFIX}{step}"
     partial = folder / f".partial-{CHECKPOINT_PREFIX}{step}"
     if accelerator.is_main_process and partial.exists():
@@ -294,6 +296,7 @@ def save_checkpoint(accelerator, folder: Path, step: int, kept: int) -> Path:
     accelerator.wait_for_everyone()
     accelerator.save_state(str(partial))
     if accelerator.is_main_process:
+        torch.save(ema.state_dict(), partial / EMA_FILE)
         (partial / "train_state.json").write_text(json.dumps({"step": step}))
         if final.exists():
             shutil.rmtree(final)
@@ -302,6 +305,29 @@ def save_checkpoint(accelerator, folder: Path, step: int, kept: int) -> Path:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
+
+
+def load_checkpoint(accelerator, ema, checkpoint: Path) -> int:
+    """Load a checkpoint's states into the run and return its step. Only tensors and plain values are
+    read (the EMA too, which accelerate would unpickle whole: a checkpoint folder may come from
+    anywhere); a damaged or foreign checkpoint is one UsageError naming it."""
+    try:
+        accelerator.load_state(str(checkpoint))
+        ema_file = checkpoint / EMA_FILE
+        if not ema_file.is_file():
+            ema_file = checkpoint / "custom_checkpoint_0.pkl"
+        ema.load_state_dict(torch.load(ema_file, map_location="cpu", weights_only=True))
+        step = json.loads((checkpoint / "train_state.json").read_text())["step"]
+        if not is_whole_number(step) or step < 0:
+            raise ValueError(f"train_state.json holds the step {step!r}")
+    except Exception as error:  # noqa: BLE001 - torch, safetensors and pickle fail in many ways; all mean one thing
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+        raise UsageError(
+            f"--resume {checkpoint}: the checkpoint cannot be loaded ({type(error).__name__}: {reason}); resume from "
+            "another one (--resume PATH) or start over with --overwrite"
+        ) from None
+    ema.to(accelerator.device)
+    return step
 
 
 class Validator:
@@ -392,14 +418,12 @@ def run(args) -> int:
         objective.discriminator, discriminator_optimizer = accelerator.prepare(
             objective.discriminator, discriminator_optimizer)
     ema.to(accelerator.device)
-    accelerator.register_for_checkpointing(ema)
 
     step = 0
     if args.resume:
         resume_from = list_checkpoints(checkpoints)[-1:] if args.resume == "latest" else [Path(args.resume)]
         if resume_from:
-            accelerator.load_state(str(resume_from[0]))
-            step = json.loads((resume_from[0] / "train_state.json").read_text())["step"]
+            step = load_checkpoint(accelerator, ema, resume_from[0])
             accelerator.print(f"resumed from {resume_from[0]} at step {step}")
         else:
             accelerator.print(f"no checkpoint in {checkpoints}; starting from scratch")
@@ -444,7 +468,7 @@ def run(args) -> int:
         progress.set_postfix(loss=f"{loss.total.item():.4f}", lr=f"{lr_scheduler.get_last_lr()[0]:.1e}")
         loss_log.add(step, loss.terms)
         if step % args.checkpoint_every == 0:
-            save_checkpoint(accelerator, checkpoints, step, args.checkpoints_kept)
+            save_checkpoint(accelerator, ema, checkpoints, step, args.checkpoints_kept)
         if args.validate_every > 0 and step % args.validate_every == 0:
             validate()
         if args.max_minutes is not None and step % 10 == 0:
@@ -453,7 +477,7 @@ def run(args) -> int:
                 break
     progress.close()
 
-    save_checkpoint(accelerator, checkpoints, step, args.checkpoints_kept)
+    save_checkpoint(accelerator, ema, checkpoints, step, args.checkpoints_kept)
     if args.validate_every > 0 and step % args.validate_every != 0:
         validate()
     if accelerator.is_main_process:
