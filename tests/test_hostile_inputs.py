@@ -519,7 +519,7 @@ def face_folder(tmp_path: Path) -> Path:
 NO_MODEL = "(no --model)"
 HOSTILE_ENV_CASES = {
     "LPIPDIFF_BG_UPSAMPLER set, aligned faces restored": (
-        {"LPIPDIFF_BG_UPSAMPLER": "realesrgan-x4"}, [], 0, r"restored 1 of 1 images"),
+        {"LPIPDIFF_BG_UPSAMPLER": "realesrgan-x4"}, [], 0, r"restored 1 of 1 inputs"),
     "LPIPDIFF_BG_UPSAMPLER a missing file, --whole-photo": (
         {"LPIPDIFF_BG_UPSAMPLER": "/nowhere/up.pth"}, ["--whole-photo"], 2, r"/nowhere/up\.pth: no such weights file"),
     "--bg-upsampler wins over LPIPDIFF_BG_UPSAMPLER": (
@@ -527,14 +527,14 @@ HOSTILE_ENV_CASES = {
         r"/nowhere/flag\.pth: no such weights file"),
     "LPIPDIFF_MODEL a missing folder": ({"LPIPDIFF_MODEL": "/nowhere/model"}, [NO_MODEL], 2,
                                         "no such model folder"),
-    "--model wins over LPIPDIFF_MODEL": ({"LPIPDIFF_MODEL": "/nowhere/model"}, [], 0, r"restored 1 of 1 images"),
+    "--model wins over LPIPDIFF_MODEL": ({"LPIPDIFF_MODEL": "/nowhere/model"}, [], 0, r"restored 1 of 1 inputs"),
     "LPIPDIFF_BACKEND unknown": ({"LPIPDIFF_BACKEND": "tensorrt"}, [], 2,
                                 r"\$LPIPDIFF_BACKEND: must be one of .*, got 'tensorrt'"),
     "--backend wins over LPIPDIFF_BACKEND": ({"LPIPDIFF_BACKEND": "tensorrt"}, ["--backend", "torch"], 0,
-                                             r"restored 1 of 1 images"),
+                                             r"restored 1 of 1 inputs"),
     "LPIPDIFF_DEVICE unknown": ({"LPIPDIFF_DEVICE": "gpu0"}, [], 2, r"\$LPIPDIFF_DEVICE: unknown device 'gpu0'"),
     "--device wins over LPIPDIFF_DEVICE": ({"LPIPDIFF_DEVICE": "gpu0"}, ["--device", "cpu"], 0,
-                                           r"restored 1 of 1 images"),
+                                           r"restored 1 of 1 inputs"),
     "LPIPDIFF_FACEXLIB_WEIGHTS a missing folder": ({"LPIPDIFF_FACEXLIB_WEIGHTS": "/nowhere/weights"},
                                                    ["--whole-photo"], 2,
                                                    r"\$LPIPDIFF_FACEXLIB_WEIGHTS: \S*/nowhere/weights: no such folder"),

@@ -494,7 +494,8 @@ def restore_plan(args, sampling, plan: InputPlan, output_dir: Path, state, devic
             failed = restore_items(todo, restore, save, progress)
         except NoSpaceError as error:
             failed, stopped = None, error
-        progress.finish()
+        finally:  # a Ctrl-C too: a bar left open takes over later messages of this process
+            progress.finish()
         if stopped is not None:
             print(f"error: {stopped.strerror}", file=sys.stderr)
             return 1
@@ -507,17 +508,19 @@ def restore_plan(args, sampling, plan: InputPlan, output_dir: Path, state, devic
     progress = JobProgress(manifest, len(todo), main)
     state.wait_for_everyone()  # every process planned from the same records before anyone writes
     failed, stopped = 0, None
-    with state.split_between_processes(todo) as share:
-        try:
-            if share:
-                restore = restore_one(pipeline, restorer, sampling, progress, may_replace, args.max_seconds)
-                failed = restore_items(share, restore, save, progress, manifest)
-        except (NoSpaceError, ManifestError) as error:
-            stopped = error
-            progress.write(f"error: {error.strerror if isinstance(error, NoSpaceError) else error}")
-    with progress.following():
-        state.wait_for_everyone()
-    progress.finish()
+    try:
+        with state.split_between_processes(todo) as share:
+            try:
+                if share:
+                    restore = restore_one(pipeline, restorer, sampling, progress, may_replace, args.max_seconds)
+                    failed = restore_items(share, restore, save, progress, manifest)
+            except (NoSpaceError, ManifestError) as error:
+                stopped = error
+                progress.write(f"error: {error.strerror if isinstance(error, NoSpaceError) else error}")
+        with progress.following():
+            state.wait_for_everyone()
+    finally:
+        progress.finish()
     if not main:
         return 1 if failed or stopped else 0
     try:
