@@ -172,28 +172,27 @@ def make_zero_frames(folder):
     output = av.open(str(path), "w")
     video = output.add_stream("libx264", rate=24)
     video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+    write_silence(output, blocks=4, start_encoding=True)  # the empty video stream is written too
+    return path
+
+
+def write_silence(output, blocks: int, start_encoding: bool = False) -> None:
+    """Add a mono AAC stream of ``blocks`` silent 1024-sample frames to ``output``, and close it."""
     sound = output.add_stream("aac", rate=16000)
     sound.layout = "mono"
-    output.start_encoding()
-    for start in range(0, 4096, 1024):
+    if start_encoding:
+        output.start_encoding()
+    for block in range(blocks):
         frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-        frame.sample_rate, frame.pts = 16000, start
+        frame.sample_rate, frame.pts = 16000, block * 1024
         output.mux(sound.encode(frame))
     output.mux(sound.encode(None))
     output.close()
-    return path
 
 
 def make_sound_only(folder):
     path = folder / "sound.mp4"
-    output = av.open(str(path), "w")
-    sound = output.add_stream("aac", rate=16000)
-    sound.layout = "mono"
-    frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-    frame.sample_rate, frame.pts = 16000, 0
-    output.mux(sound.encode(frame))
-    output.mux(sound.encode(None))
-    output.close()
+    write_silence(av.open(str(path), "w"), blocks=1)
     return path
 
 
